@@ -1,0 +1,1 @@
+//! The `.env` file of the app: validation, serialization and atomic merge (filled in).
