@@ -1,4 +1,23 @@
 //! The sandbox supervisor: one binary that starts, probes, restarts and stops the
 //! services of an app-builder VM, and serves its control API.
+//!
+//! Modules, one concern each:
+//! - [`config`]: the TOML config, its defaults and validation;
+//! - [`engine`]: spawning, reaping, restarting and stopping services;
+//! - [`probe`]: tcp/http/cdp/exec/file probes;
+//! - [`logs`]: per-service output buffers;
+//! - [`api`]: the `/_supervisor/` control routes;
+//! - [`envfile`]: the app's `.env` file;
+//! - [`cli`], [`run`], [`ctl`], [`client`], [`logging`]: the binary's commands.
 
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod ctl;
+pub mod engine;
 pub mod envfile;
+pub mod logging;
+pub mod logs;
+pub mod probe;
+pub mod run;

@@ -1,1 +1,52 @@
-fn main(){}
+//! The `supervisor` binary: parses the command line and dispatches.
+
+use clap::Parser;
+use supervisor::cli::{Cli, Command};
+use supervisor::{config, ctl, logging, run};
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Check(args) => match config::load(args.config.as_deref(), &args.overrides()) {
+            Ok(cfg) => {
+                print!("{}", config::start_plan(&cfg));
+                0
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                2
+            }
+        },
+        Command::Run(args) => {
+            let cfg = match config::load(args.config.as_deref(), &args.overrides()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    std::process::exit(2);
+                }
+            };
+            let _guard = logging::init(cli.log_format);
+            runtime().block_on(async {
+                run::run(cfg).await.unwrap_or_else(|e| {
+                    tracing::error!("{e:#}");
+                    eprintln!("error: {e:#}");
+                    1
+                })
+            })
+        }
+        Command::Ready { timeout, runtime_dir } => {
+            runtime().block_on(ctl::ready(&runtime_dir, std::time::Duration::from_secs(timeout)))
+        }
+        Command::Ctl(args) => runtime().block_on(async {
+            ctl::ctl(args).await.unwrap_or_else(|e| {
+                eprintln!("error: {e:#}");
+                1
+            })
+        }),
+    };
+    std::process::exit(code);
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
+}

@@ -1,0 +1,133 @@
+//! The control API under `/_supervisor/` (SPEC §5), one router served on the unix
+//! control socket and, behind token auth, on the public listener.
+
+mod error;
+pub mod status;
+
+pub use error::ApiError;
+
+use crate::engine::{Control, Supervisor};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::stream::{self, Stream, StreamExt};
+use serde::Deserialize;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_stream::wrappers::BroadcastStream;
+
+/// State behind every control route.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The running stack.
+    pub sup: Arc<Supervisor>,
+    /// CPU sampler for `status`.
+    pub cpu: Arc<status::CpuSampler>,
+}
+
+/// The routes that need no token: liveness and readiness of the supervisor.
+pub fn open_routes() -> Router<ApiState> {
+    Router::new().route("/_supervisor/healthz", get(healthz)).route("/_supervisor/readyz", get(readyz))
+}
+
+/// The routes that need the token on the public listener.
+pub fn token_routes() -> Router<ApiState> {
+    Router::new()
+        .route("/_supervisor/status", get(status_route))
+        .route("/_supervisor/events", get(events))
+        .route("/_supervisor/logs/{name}", get(logs))
+        .route("/_supervisor/services/{name}/{action}", post(service_action))
+}
+
+/// The router served on the unix socket: every route, no token (the socket is 0600).
+pub fn socket_router(state: ApiState) -> Router {
+    open_routes().merge(token_routes()).fallback(not_found).with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(State(st): State<ApiState>) -> Response {
+    let ready = st.sup.ready();
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(serde_json::json!({"ready": ready}))).into_response()
+}
+
+async fn status_route(State(st): State<ApiState>) -> Json<status::StatusReport> {
+    Json(status::report(&st.sup, &st.cpu))
+}
+
+/// SSE: a `snapshot` event with the whole status, then a `service` event per change.
+async fn events(State(st): State<ApiState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let rx = st.sup.subscribe();
+    let snapshot = status::report(&st.sup, &st.cpu);
+    let first = stream::once(async move { Ok(Event::default().event("snapshot").json_data(snapshot).expect("json")) });
+    let changes = BroadcastStream::new(rx).filter_map(|m| async move {
+        match m {
+            Ok(s) => Some(Ok(Event::default().event("service").json_data(s).expect("json"))),
+            Err(_) => Some(Ok(Event::default().event("lagged").data("some events were dropped; re-read status"))),
+        }
+    });
+    Sse::new(first.chain(changes)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    tail: Option<usize>,
+    follow: Option<String>,
+}
+
+/// The last `tail` lines as JSON `{"name","lines":[...]}`; with `follow=1`, SSE `line` events.
+async fn logs(State(st): State<ApiState>, Path(name): Path<String>, Query(q): Query<LogQuery>) -> Result<Response, ApiError> {
+    let h = st.sup.services().get(&name).ok_or_else(|| ApiError::unknown_service(&name))?;
+    let n = q.tail.unwrap_or(100);
+    let follow = matches!(q.follow.as_deref(), Some("1" | "true" | "yes"));
+    if !follow {
+        return Ok(Json(serde_json::json!({"name": name, "lines": h.logs.tail(n)})).into_response());
+    }
+    let (tail, rx) = h.logs.tail_and_follow(n);
+    let line = |l: crate::logs::LogLine| Ok::<_, Infallible>(Event::default().event("line").json_data(l).expect("json"));
+    let past = stream::iter(tail.into_iter().map(line));
+    let live = BroadcastStream::new(rx).filter_map(move |m| async move {
+        match m {
+            Ok(l) => Some(line(l)),
+            Err(_) => Some(Ok(Event::default().event("lagged").data("some lines were dropped"))),
+        }
+    });
+    Ok(Sse::new(past.chain(live)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
+}
+
+/// `POST /_supervisor/services/NAME/{start,stop,restart}` → 202 with the state after the command.
+async fn service_action(State(st): State<ApiState>, Path((name, action)): Path<(String, String)>) -> Result<Response, ApiError> {
+    let cmd = match action.as_str() {
+        "start" => Control::Start,
+        "stop" => Control::Stop,
+        "restart" => Control::Restart,
+        other => {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_action", format!("no action {other:?}; use start, stop or restart")))
+        }
+    };
+    let before = st.sup.status(&name).ok_or_else(|| ApiError::unknown_service(&name))?;
+    let mut rx = st.sup.subscribe();
+    st.sup.control(&name, cmd).await.map_err(|_| ApiError::unknown_service(&name))?;
+    // Give the runner a moment to act, so the answer shows the new state.
+    let _ = tokio::time::timeout(Duration::from_millis(200), async {
+        while let Ok(s) = rx.recv().await {
+            if s.name == name && s.state != before.state {
+                break;
+            }
+        }
+    })
+    .await;
+    let now = st.sup.status(&name).unwrap_or(before);
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"name": name, "action": action, "state": now.state, "pid": now.pid}))).into_response())
+}

@@ -1,0 +1,124 @@
+//! The command line (SPEC §3). Every flag of `run` also reads an env var.
+
+use crate::logging::LogFormat;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// The sandbox supervisor.
+#[derive(Debug, Parser)]
+#[command(name = "supervisor", version, about = "Starts, probes, restarts and serves the services of an app-builder VM")]
+pub struct Cli {
+    /// Format of the supervisor's own log (stderr); filter with RUST_LOG.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty, env = "SUPERVISOR_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the stack in the foreground.
+    Run(StackArgs),
+    /// Validate the config and print the start plan.
+    Check(StackArgs),
+    /// Exit 0 once the running supervisor reports every required service ready.
+    Ready {
+        /// Give up (exit 1) after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Where the control socket lives.
+        #[arg(long, env = "SUPERVISOR_RUNTIME_DIR", default_value = "/run/supervisor")]
+        runtime_dir: PathBuf,
+    },
+    /// Talk to the running supervisor over its control socket.
+    Ctl(CtlArgs),
+}
+
+/// Where the config is and what overrides it.
+#[derive(Debug, Args, Clone)]
+pub struct StackArgs {
+    /// Config file (default /opt/supervisor/supervisor.toml if present, else the embedded default).
+    #[arg(long, env = "SUPERVISOR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The app directory: Vite's cwd, holds .env.
+    #[arg(long, env = "SUPERVISOR_APP_DIR")]
+    pub app_dir: Option<PathBuf>,
+    /// Holds the control socket and the token file.
+    #[arg(long, env = "SUPERVISOR_RUNTIME_DIR")]
+    pub runtime_dir: Option<PathBuf>,
+    /// Public listener address.
+    #[arg(long, env = "SUPERVISOR_LISTEN")]
+    pub listen: Option<String>,
+    /// Account services drop to when root; replaces every service's `user` (empty: don't switch).
+    #[arg(long, env = "SUPERVISOR_SERVICE_USER")]
+    pub service_user: Option<String>,
+    /// Firewall guard of the internal ports: on or off.
+    #[arg(long, env = "SUPERVISOR_PORT_GUARD", value_parser = parse_on_off)]
+    pub port_guard: Option<bool>,
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    crate::config::model::OnOff::parse(s).map(|o| o.0)
+}
+
+impl StackArgs {
+    /// The overrides these flags make.
+    pub fn overrides(&self) -> crate::config::Overrides {
+        crate::config::Overrides {
+            app_dir: self.app_dir.clone(),
+            runtime_dir: self.runtime_dir.clone(),
+            listen: self.listen.clone(),
+            service_user: self.service_user.clone(),
+            port_guard: self.port_guard,
+        }
+    }
+}
+
+/// `ctl` options and subcommand.
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// Where the control socket lives.
+    #[arg(long, global = true, env = "SUPERVISOR_RUNTIME_DIR", default_value = "/run/supervisor")]
+    pub runtime_dir: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// `ctl` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// Every service's state.
+    Status,
+    /// Start a stopped or failed service.
+    Start {
+        /// Service name.
+        name: String,
+    },
+    /// Stop a service and keep it stopped.
+    Stop {
+        /// Service name.
+        name: String,
+    },
+    /// Restart a service.
+    Restart {
+        /// Service name.
+        name: String,
+    },
+    /// A service's recent output.
+    Logs {
+        /// Service name.
+        name: String,
+        /// Keep printing new lines.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// How many past lines.
+        #[arg(long, default_value_t = 100)]
+        tail: usize,
+    },
+}

@@ -1,0 +1,241 @@
+//! Configuration: parse `supervisor.toml` (or the embedded default), apply CLI overrides,
+//! expand `${APP_DIR}`/`${RUNTIME_DIR}`/`${CONFIG_DIR}`, and validate into a [`Config`].
+//! Every error names the file, the key and the reason.
+
+pub mod duration;
+pub mod model;
+mod plan;
+mod resolve;
+
+pub use model::{DependsCondition, RestartPolicy};
+pub use plan::start_plan;
+pub use resolve::resolve;
+
+use nix::sys::signal::Signal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The production stack, compiled into the binary (same text as `opt/supervisor.toml`).
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../../opt/supervisor.toml");
+/// Where the image puts the production config.
+pub const DEFAULT_CONFIG_PATH: &str = "/opt/supervisor/supervisor.toml";
+/// The name shown for the embedded default in messages.
+pub const EMBEDDED_NAME: &str = "<embedded default>";
+
+/// A configuration error: which file, which key, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {key}: {reason}")]
+pub struct ConfigError {
+    /// The config file (or `<embedded default>`).
+    pub file: String,
+    /// Dotted key path, e.g. `services.web.readiness.period`, or `line L, column C`.
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Values from the command line / environment that take precedence over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--app-dir`.
+    pub app_dir: Option<PathBuf>,
+    /// `--runtime-dir`.
+    pub runtime_dir: Option<PathBuf>,
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--service-user` (Some("") = don't switch users).
+    pub service_user: Option<String>,
+    /// `--port-guard`.
+    pub port_guard: Option<bool>,
+}
+
+/// The checked configuration of a whole stack.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from (path or `<embedded default>`).
+    pub source: String,
+    /// Stack-wide settings.
+    pub settings: Settings,
+    /// Services in a valid start order (dependencies first, else file order).
+    pub services: Vec<ServiceSpec>,
+}
+
+/// Stack-wide settings after overrides.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Public listener address.
+    pub listen: String,
+    /// The app directory (Vite's cwd, holds `.env`).
+    pub app_dir: PathBuf,
+    /// Holds the control socket and token.
+    pub runtime_dir: PathBuf,
+    /// The directory of the config file (`${CONFIG_DIR}`).
+    pub config_dir: PathBuf,
+    /// The account services drop to: `None` = each service's own `user`, `Some("")` = none.
+    pub service_user: Option<String>,
+    /// Whether to install the firewall guard.
+    pub port_guard: bool,
+    /// Deadline for stopping the whole stack.
+    pub shutdown_timeout: Duration,
+    /// Control socket path.
+    pub control_socket: PathBuf,
+    /// Token file path.
+    pub token_file: PathBuf,
+    /// The app's env file.
+    pub env_file: PathBuf,
+    /// Lines kept per service log ring buffer.
+    pub log_lines: usize,
+}
+
+/// One checked service.
+#[derive(Debug, Clone)]
+pub struct ServiceSpec {
+    /// Its name (the `[services.NAME]` key).
+    pub name: String,
+    /// argv.
+    pub command: Vec<String>,
+    /// Working directory.
+    pub cwd: Option<PathBuf>,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+    /// User to drop to when root (after `service_user` override).
+    pub user: Option<String>,
+    /// Dependencies.
+    pub depends_on: Vec<(String, DependsCondition)>,
+    /// Restart policy.
+    pub restart: RestartPolicy,
+    /// Backoff between restarts.
+    pub backoff: BackoffSpec,
+    /// Crash-loop limit.
+    pub crash_loop: CrashLoopSpec,
+    /// Startup probe.
+    pub startup: Option<ProbeSpec>,
+    /// Readiness probe.
+    pub readiness: Option<ProbeSpec>,
+    /// Liveness probe.
+    pub liveness: Option<ProbeSpec>,
+    /// Stop signal.
+    pub stop_signal: Signal,
+    /// Grace before SIGKILL.
+    pub stop_timeout: Duration,
+    /// Resident-memory cap of the process group, in bytes.
+    pub memory_limit: Option<u64>,
+    /// Counts for readiness.
+    pub required: bool,
+    /// Restart together with these services.
+    pub restart_with: Vec<String>,
+    /// Receives injected env and restarts on change.
+    pub env_injection: bool,
+    /// Declared listening port.
+    pub port: Option<u16>,
+    /// Never started.
+    pub disabled: bool,
+}
+
+/// Capped exponential backoff settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BackoffSpec {
+    /// First delay.
+    pub initial: Duration,
+    /// Cap.
+    pub max: Duration,
+    /// Growth factor.
+    pub multiplier: f64,
+    /// Stable run time that resets the backoff.
+    pub reset_after: Duration,
+    /// Random spread fraction.
+    pub jitter: f64,
+}
+
+/// Crash-loop limit: `max_restarts` exits within `window` → `failed`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CrashLoopSpec {
+    /// Exits allowed within the window.
+    pub max_restarts: u32,
+    /// The window.
+    pub window: Duration,
+}
+
+/// A checked probe.
+#[derive(Debug, Clone)]
+pub struct ProbeSpec {
+    /// What it checks.
+    pub kind: ProbeKind,
+    /// Wait before the first attempt.
+    pub initial_delay: Duration,
+    /// Interval once passed.
+    pub period: Duration,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    /// Consecutive failures that count.
+    pub failure_threshold: u32,
+    /// Consecutive successes that count.
+    pub success_threshold: u32,
+}
+
+/// The kinds of probe.
+#[derive(Debug, Clone)]
+pub enum ProbeKind {
+    /// TCP connect to `HOST:PORT`.
+    Tcp(String),
+    /// HTTP GET with an expected status (None = 200..400).
+    Http {
+        /// URL (http only).
+        url: String,
+        /// Expected status.
+        status: Option<u16>,
+        /// Extra request headers.
+        headers: Vec<(String, String)>,
+    },
+    /// `Browser.getVersion` over the CDP WebSocket of this DevTools HTTP endpoint.
+    Cdp(String),
+    /// Command exits 0.
+    Exec(Vec<String>),
+    /// Path exists.
+    File(PathBuf),
+}
+
+impl ProbeKind {
+    /// Short human description, for plans and logs.
+    pub fn describe(&self) -> String {
+        match self {
+            ProbeKind::Tcp(a) => format!("tcp {a}"),
+            ProbeKind::Http { url, status, .. } => match status {
+                Some(s) => format!("http {url} -> {s}"),
+                None => format!("http {url}"),
+            },
+            ProbeKind::Cdp(u) => format!("cdp {u}"),
+            ProbeKind::Exec(argv) => format!("exec {}", argv.join(" ")),
+            ProbeKind::File(p) => format!("file {}", p.display()),
+        }
+    }
+}
+
+/// Chooses and reads the config: an explicit path, else `/opt/supervisor/supervisor.toml`
+/// if present, else the embedded default. Returns `(source name, config dir, text)`.
+pub fn read_source(explicit: Option<&Path>) -> Result<(String, PathBuf, String), ConfigError> {
+    let path = match explicit {
+        Some(p) => Some(p.to_path_buf()),
+        None if Path::new(DEFAULT_CONFIG_PATH).exists() => Some(PathBuf::from(DEFAULT_CONFIG_PATH)),
+        None => None,
+    };
+    match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(&p).map_err(|e| ConfigError {
+                file: p.display().to_string(),
+                key: "(file)".into(),
+                reason: format!("cannot read: {e}"),
+            })?;
+            let abs = std::path::absolute(&p).unwrap_or_else(|_| p.clone());
+            let dir = abs.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+            Ok((p.display().to_string(), dir, text))
+        }
+        None => Ok((EMBEDDED_NAME.into(), PathBuf::from("/opt/supervisor"), EMBEDDED_DEFAULT.into())),
+    }
+}
+
+/// Reads, parses and validates the config in one step.
+pub fn load(explicit: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+    let (source, dir, text) = read_source(explicit)?;
+    resolve(&source, &dir, &text, overrides)
+}

@@ -1,0 +1,122 @@
+//! `supervisor ctl` and `supervisor ready`: clients of the control socket.
+
+use crate::cli::{CtlArgs, CtlCommand};
+use crate::client;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use std::fmt::Write;
+use std::path::Path;
+use std::time::Duration;
+
+/// Runs a `ctl` command; returns the process exit code.
+pub async fn ctl(args: CtlArgs) -> anyhow::Result<i32> {
+    let sock = args.runtime_dir.join("control.sock");
+    let (method, path) = match &args.command {
+        CtlCommand::Status => ("GET", "/_supervisor/status".to_string()),
+        CtlCommand::Start { name } => ("POST", format!("/_supervisor/services/{name}/start")),
+        CtlCommand::Stop { name } => ("POST", format!("/_supervisor/services/{name}/stop")),
+        CtlCommand::Restart { name } => ("POST", format!("/_supervisor/services/{name}/restart")),
+        CtlCommand::Logs { name, follow: true, tail } => return follow_logs(&sock, name, *tail).await,
+        CtlCommand::Logs { name, tail, .. } => ("GET", format!("/_supervisor/logs/{name}?tail={tail}")),
+    };
+    let (status, body) = client::request(&sock, method, &path, None).await?;
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if !(200..300).contains(&status) {
+        if args.json {
+            println!("{v}");
+        } else {
+            eprintln!("error: {}", v["error"]["message"].as_str().unwrap_or("unexpected answer"));
+        }
+        return Ok(1);
+    }
+    if args.json {
+        println!("{v}");
+        return Ok(0);
+    }
+    match &args.command {
+        CtlCommand::Status => print!("{}", status_table(&v)),
+        CtlCommand::Logs { .. } => {
+            for l in v["lines"].as_array().into_iter().flatten() {
+                println!("{}", l["line"].as_str().unwrap_or(""));
+            }
+        }
+        _ => println!("{}: {}", v["name"].as_str().unwrap_or(""), v["state"].as_str().unwrap_or("")),
+    }
+    Ok(0)
+}
+
+async fn follow_logs(sock: &Path, name: &str, tail: usize) -> anyhow::Result<i32> {
+    let resp = client::send(sock, "GET", &format!("/_supervisor/logs/{name}?tail={tail}&follow=1"), None).await?;
+    if !resp.status().is_success() {
+        let body = resp.into_body().collect().await?.to_bytes();
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        eprintln!("error: {}", v["error"]["message"].as_str().unwrap_or("unexpected answer"));
+        return Ok(1);
+    }
+    let mut body = resp.into_body();
+    let mut pending = String::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            pending.push_str(&String::from_utf8_lossy(&data));
+            while let Some(end) = pending.find("\n\n") {
+                let event: String = pending.drain(..end + 2).collect();
+                for data in event.lines().filter_map(|l| l.strip_prefix("data:")) {
+                    if let Ok(l) = serde_json::from_str::<Value>(data.trim_start()) {
+                        println!("{}", l["line"].as_str().unwrap_or(""));
+                    }
+                }
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// The human table of `ctl status`.
+pub fn status_table(v: &Value) -> String {
+    let mut out = String::new();
+    let now = crate::engine::reaper::now_ms();
+    let _ = writeln!(out, "ready: {}   uptime: {}s", v["ready"], v["uptime_ms"].as_u64().unwrap_or(0) / 1000);
+    let _ = writeln!(out, "{:<16} {:<10} {:>8} {:>5} {:>8} {:>9} {:>6}  {}", "SERVICE", "STATE", "PID", "READY", "RESTARTS", "RSS", "CPU%", "INFO");
+    for s in v["services"].as_array().into_iter().flatten() {
+        let pid = s["pid"].as_i64().map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+        let rss = s["rss_bytes"].as_u64().unwrap_or(0);
+        let mut info = s["message"].as_str().unwrap_or("").to_string();
+        if info.is_empty() {
+            if let Some(t) = s["started_at"].as_u64() {
+                info = format!("up {}s", now.saturating_sub(t) / 1000);
+            }
+        }
+        let _ = writeln!(
+            out,
+            "{:<16} {:<10} {:>8} {:>5} {:>8} {:>8.1}M {:>6.1}  {}",
+            s["name"].as_str().unwrap_or("?"),
+            s["state"].as_str().unwrap_or("?"),
+            pid,
+            if s["ready"].as_bool() == Some(true) { "yes" } else { "no" },
+            s["restarts"].as_u64().unwrap_or(0),
+            rss as f64 / 1048576.0,
+            s["cpu_percent"].as_f64().unwrap_or(0.0),
+            info
+        );
+    }
+    out
+}
+
+/// `supervisor ready`: polls `/readyz` on the socket until 200 or the timeout.
+pub async fn ready(runtime_dir: &Path, timeout: Duration) -> i32 {
+    let sock = runtime_dir.join("control.sock");
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last;
+    loop {
+        match client::request(&sock, "GET", "/_supervisor/readyz", None).await {
+            Ok((200, _)) => return 0,
+            Ok((code, _)) => last = format!("not ready (HTTP {code})"),
+            Err(e) => last = e.to_string(),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            eprintln!("supervisor not ready after {timeout:?}: {last}");
+            return 1;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,130 @@
+//! Restart pacing: capped exponential backoff with jitter that resets after a stable run,
+//! and the crash-loop window that gives up on a service.
+
+use crate::config::{BackoffSpec, CrashLoopSpec};
+use std::collections::VecDeque;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Consecutive-failure counter that yields the next restart delay.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    spec: BackoffSpec,
+    attempt: u32,
+}
+
+impl Backoff {
+    /// A fresh backoff.
+    pub fn new(spec: BackoffSpec) -> Self {
+        Backoff { spec, attempt: 0 }
+    }
+
+    /// The delay before the next restart, `initial * multiplier^attempt` capped at `max`,
+    /// spread by ±`jitter`; `unit` in [0, 1) picks the point in that spread.
+    pub fn next_delay(&mut self, unit: f64) -> Duration {
+        let base = self.base_delay();
+        self.attempt = self.attempt.saturating_add(1);
+        let spread = base.as_secs_f64() * self.spec.jitter * (2.0 * unit - 1.0);
+        Duration::from_secs_f64((base.as_secs_f64() + spread).max(0.0)).min(self.spec.max)
+    }
+
+    /// The un-jittered delay the next restart would get.
+    pub fn base_delay(&self) -> Duration {
+        let exp = self.spec.multiplier.powi(self.attempt.min(64) as i32);
+        let secs = (self.spec.initial.as_secs_f64() * exp).min(self.spec.max.as_secs_f64());
+        Duration::from_secs_f64(secs)
+    }
+
+    /// Called when a run ends: a run longer than `reset_after` resets the backoff.
+    pub fn run_ended(&mut self, ran_for: Duration) {
+        if ran_for >= self.spec.reset_after {
+            self.attempt = 0;
+        }
+    }
+
+    /// Forgets all failures (a manual start or restart).
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// Remembers recent unexpected exits; too many within the window is a crash loop.
+#[derive(Debug, Clone)]
+pub struct CrashLoop {
+    spec: CrashLoopSpec,
+    exits: VecDeque<Instant>,
+}
+
+impl CrashLoop {
+    /// An empty window.
+    pub fn new(spec: CrashLoopSpec) -> Self {
+        CrashLoop { spec, exits: VecDeque::new() }
+    }
+
+    /// Records an exit at `now`; true when it makes more than `max_restarts` exits
+    /// within the window (the service should then be given up on).
+    pub fn record(&mut self, now: Instant) -> bool {
+        while self.exits.front().is_some_and(|t| now.duration_since(*t) > self.spec.window) {
+            self.exits.pop_front();
+        }
+        self.exits.push_back(now);
+        self.exits.len() as u32 > self.spec.max_restarts
+    }
+
+    /// How many exits are in the window.
+    pub fn count(&self) -> usize {
+        self.exits.len()
+    }
+
+    /// Forgets all exits.
+    pub fn reset(&mut self) {
+        self.exits.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> BackoffSpec {
+        BackoffSpec {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(1000),
+            multiplier: 2.0,
+            reset_after: Duration::from_secs(10),
+            jitter: 0.0,
+        }
+    }
+
+    #[test]
+    fn grows_caps_and_resets_after_stable_run() {
+        let mut b = Backoff::new(spec());
+        let d: Vec<u128> = (0..6).map(|_| b.next_delay(0.5).as_millis()).collect();
+        assert_eq!(d, vec![100, 200, 400, 800, 1000, 1000]);
+        b.run_ended(Duration::from_secs(3));
+        assert_eq!(b.base_delay().as_millis(), 1000, "a short run keeps the backoff");
+        b.run_ended(Duration::from_secs(10));
+        assert_eq!(b.next_delay(0.5).as_millis(), 100, "a stable run resets it");
+    }
+
+    #[test]
+    fn jitter_stays_within_spread() {
+        let mut s = spec();
+        s.jitter = 0.2;
+        let lo = Backoff::new(s).next_delay(0.0).as_millis();
+        let hi = Backoff::new(s).next_delay(0.999).as_millis();
+        assert_eq!(lo, 80);
+        assert!((119..=120).contains(&hi), "{hi}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn crash_loop_counts_only_the_window() {
+        let mut c = CrashLoop::new(CrashLoopSpec { max_restarts: 2, window: Duration::from_secs(10) });
+        assert!(!c.record(Instant::now()));
+        assert!(!c.record(Instant::now()));
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(!c.record(Instant::now()), "old exits fell out of the window");
+        assert!(!c.record(Instant::now()));
+        assert!(c.record(Instant::now()), "third exit within the window");
+    }
+}

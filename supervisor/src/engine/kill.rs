@@ -1,0 +1,77 @@
+//! Stopping a process group: the stop signal, a grace period, then SIGKILL to the whole
+//! group; the group is watched after its leader exits, and processes of the service that
+//! escaped the group (new session, reparented to us) are killed at the end.
+
+use super::procs;
+use super::reaper::ExitInfo;
+use super::spawn::{SERVICE_MARKER, SUPERVISOR_MARKER};
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::time::{sleep, timeout, Instant};
+
+const POLL: Duration = Duration::from_millis(20);
+
+/// Whether any process of group `pgid` is alive (zombies don't count).
+pub fn group_alive(pgid: i32) -> bool {
+    match killpg(Pid::from_raw(pgid), None) {
+        Err(_) => false,
+        Ok(()) => !procs::group(pgid).is_empty(),
+    }
+}
+
+/// Stops group `pgid` whose leader's exit arrives on `exit` (None if already reaped).
+/// Sends `signal`, waits up to `grace` for the leader and the whole group, then SIGKILLs
+/// the group, and finally kills processes of `service` that left the group.
+/// Returns the leader's exit status if it was still pending.
+pub async fn stop_group(
+    service: &str,
+    pgid: i32,
+    signal: Signal,
+    grace: Duration,
+    exit: Option<&mut oneshot::Receiver<ExitInfo>>,
+) -> Option<ExitInfo> {
+    let _ = killpg(Pid::from_raw(pgid), signal);
+    let deadline = Instant::now() + grace;
+    let mut status = None;
+    let mut exit = exit;
+    // Wait for the leader.
+    if let Some(rx) = exit.as_deref_mut() {
+        if let Ok(Ok(info)) = timeout(grace, rx).await {
+            status = Some(info);
+        }
+    }
+    // Then for the rest of the group, until the same deadline.
+    while group_alive(pgid) && Instant::now() < deadline {
+        sleep(POLL).await;
+    }
+    if group_alive(pgid) || (status.is_none() && exit.is_some()) {
+        tracing::warn!(service, pgid, "did not stop within {grace:?}; sending SIGKILL to the group");
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        if status.is_none() {
+            if let Some(rx) = exit.as_deref_mut() {
+                if let Ok(Ok(info)) = timeout(Duration::from_secs(5), rx).await {
+                    status = Some(info);
+                }
+            }
+        }
+        let until = Instant::now() + Duration::from_secs(2);
+        while group_alive(pgid) && Instant::now() < until {
+            sleep(POLL).await;
+        }
+    }
+    kill_escapees(service);
+    status
+}
+
+/// SIGKILLs every process still carrying `service`'s marker from this supervisor.
+pub fn kill_escapees(service: &str) -> usize {
+    let me = std::process::id().to_string();
+    let pids = procs::marked(SERVICE_MARKER, service, SUPERVISOR_MARKER, &me);
+    for pid in &pids {
+        tracing::info!(service, pid, "killing a process of the service that left its group");
+        let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+    }
+    pids.len()
+}

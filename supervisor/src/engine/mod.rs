@@ -1,0 +1,228 @@
+//! The process engine: a [`Supervisor`] owns one runner task per service, the shared
+//! status board they publish on, and the stack-wide shutdown.
+
+pub mod backoff;
+pub mod kill;
+pub mod procs;
+pub mod reaper;
+mod service;
+pub mod spawn;
+pub mod state;
+
+pub use service::Control;
+pub use state::{ServiceStatus, State};
+
+use crate::config::{Config, ServiceSpec, Settings};
+use crate::logs::LogBuffer;
+use indexmap::IndexMap;
+use reaper::{now_ms, Reaper};
+use service::Runner;
+use spawn::RunAs;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, watch};
+
+/// What the runners share: the reaper, every service's status, change notifications.
+pub(crate) struct Shared {
+    reaper: Arc<Reaper>,
+    statuses: IndexMap<String, watch::Receiver<ServiceStatus>>,
+    tick: watch::Sender<u64>,
+    events: broadcast::Sender<ServiceStatus>,
+    injected: RwLock<Vec<(String, String)>>,
+    shutting_down: AtomicBool,
+}
+
+impl Shared {
+    fn status_of(&self, name: &str) -> ServiceStatus {
+        self.statuses.get(name).map(|r| r.borrow().clone()).unwrap_or_else(|| ServiceStatus::new(name, false))
+    }
+
+    fn changed(&self, st: ServiceStatus) {
+        let _ = self.events.send(st);
+        self.tick.send_modify(|t| *t += 1);
+    }
+
+    fn injected_env(&self) -> Vec<(String, String)> {
+        self.injected.read().expect("env lock").clone()
+    }
+
+    fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+}
+
+/// A service as the API sees it: its spec, its command channel, its logs.
+pub struct ServiceHandle {
+    /// The checked config of the service.
+    pub spec: ServiceSpec,
+    /// Its output.
+    pub logs: Arc<LogBuffer>,
+    ctl: mpsc::Sender<Control>,
+}
+
+/// The running stack.
+pub struct Supervisor {
+    shared: Arc<Shared>,
+    services: IndexMap<String, ServiceHandle>,
+    settings: Settings,
+    started_ms: u64,
+    started: std::time::Instant,
+}
+
+/// Error of a command naming a service that does not exist.
+#[derive(Debug, thiserror::Error)]
+#[error("no service named {0:?}")]
+pub struct UnknownService(pub String);
+
+impl Supervisor {
+    /// Resolves service users and starts every service's runner. Errors when a named
+    /// user does not exist.
+    pub fn start(cfg: Config, reaper: Arc<Reaper>) -> Result<Arc<Supervisor>, String> {
+        let mut senders = Vec::new();
+        let mut statuses = IndexMap::new();
+        for s in &cfg.services {
+            let run_as = match &s.user {
+                Some(u) => RunAs::lookup(u).map_err(|e| format!("services.{}.user: {e}", s.name))?,
+                None => None,
+            };
+            let (tx, rx) = watch::channel(ServiceStatus::new(&s.name, s.required && !s.disabled));
+            statuses.insert(s.name.clone(), rx);
+            senders.push((s.clone(), run_as, tx));
+        }
+        let (tick, _) = watch::channel(0u64);
+        let (events, _) = broadcast::channel(1024);
+        let shared = Arc::new(Shared {
+            reaper,
+            statuses,
+            tick,
+            events,
+            injected: RwLock::new(Vec::new()),
+            shutting_down: AtomicBool::new(false),
+        });
+        let mut services = IndexMap::new();
+        for (spec, run_as, status) in senders {
+            let logs = LogBuffer::new(&spec.name, cfg.settings.log_lines);
+            let (ctl_tx, ctl_rx) = mpsc::channel(16);
+            let runner = Runner { spec: spec.clone(), run_as, shared: shared.clone(), logs: logs.clone(), status, ctl: ctl_rx };
+            tokio::spawn(runner.run());
+            services.insert(spec.name.clone(), ServiceHandle { spec, logs, ctl: ctl_tx });
+        }
+        Ok(Arc::new(Supervisor { shared, services, settings: cfg.settings, started_ms: now_ms(), started: std::time::Instant::now() }))
+    }
+
+    /// The stack-wide settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The reaper (for anything else that spawns children).
+    pub fn reaper(&self) -> &Arc<Reaper> {
+        &self.shared.reaper
+    }
+
+    /// Every service's status, in start order.
+    pub fn statuses(&self) -> Vec<ServiceStatus> {
+        self.shared.statuses.values().map(|r| r.borrow().clone()).collect()
+    }
+
+    /// One service's status.
+    pub fn status(&self, name: &str) -> Option<ServiceStatus> {
+        self.shared.statuses.get(name).map(|r| r.borrow().clone())
+    }
+
+    /// Every required, enabled service is ready.
+    pub fn ready(&self) -> bool {
+        self.shared.statuses.values().all(|r| {
+            let s = r.borrow();
+            !s.required || s.ready
+        })
+    }
+
+    /// Milliseconds since the supervisor started.
+    pub fn uptime_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// When the supervisor started, Unix ms.
+    pub fn started_ms(&self) -> u64 {
+        self.started_ms
+    }
+
+    /// A feed of every status change.
+    pub fn subscribe(&self) -> broadcast::Receiver<ServiceStatus> {
+        self.shared.events.subscribe()
+    }
+
+    /// The service handles, in start order.
+    pub fn services(&self) -> &IndexMap<String, ServiceHandle> {
+        &self.services
+    }
+
+    /// Sends `cmd` to service `name`.
+    pub async fn control(&self, name: &str, cmd: Control) -> Result<(), UnknownService> {
+        let h = self.services.get(name).ok_or_else(|| UnknownService(name.to_string()))?;
+        let _ = h.ctl.send(cmd).await;
+        Ok(())
+    }
+
+    /// Replaces the injected environment given to `env_injection` services.
+    pub fn set_injected_env(&self, env: Vec<(String, String)>) {
+        *self.shared.injected.write().expect("env lock") = env;
+    }
+
+    /// Stops every service in reverse dependency order (a service stops once all its
+    /// dependents are down), each with its own signal and timeout, all within `deadline`;
+    /// past it, everything left is SIGKILLed. Orphans reparented to us are killed last.
+    pub async fn shutdown(&self, deadline: Duration) {
+        self.shared.shutting_down.store(true, Ordering::SeqCst);
+        let orderly = async {
+            let mut tasks = tokio::task::JoinSet::new();
+            for (name, h) in &self.services {
+                let dependents: Vec<String> = self
+                    .services
+                    .values()
+                    .filter(|o| o.spec.depends_on.iter().any(|(d, _)| d == name))
+                    .map(|o| o.spec.name.clone())
+                    .collect();
+                let shared = self.shared.clone();
+                let ctl = h.ctl.clone();
+                let name = name.clone();
+                tasks.spawn(async move {
+                    let mut tick = shared.tick.subscribe();
+                    while !dependents.iter().all(|d| shared.status_of(d).is_down()) {
+                        if tick.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = ctl.send(Control::Stop).await;
+                    while !shared.status_of(&name).is_down() {
+                        if tick.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            while tasks.join_next().await.is_some() {}
+        };
+        if tokio::time::timeout(deadline, orderly).await.is_err() {
+            tracing::error!("shutdown deadline of {deadline:?} passed; killing what is left");
+        }
+        self.kill_everything();
+    }
+
+    /// SIGKILLs every service group, every escaped service process and every child of ours.
+    pub fn kill_everything(&self) {
+        use nix::sys::signal::{kill, killpg, Signal};
+        use nix::unistd::Pid;
+        for s in self.statuses() {
+            if let Some(pid) = s.pid {
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            kill::kill_escapees(&s.name);
+        }
+        for pid in procs::children_of(std::process::id() as i32) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}

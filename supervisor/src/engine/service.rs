@@ -1,0 +1,373 @@
+//! One task per service that owns its whole life: wait for dependencies, spawn, run the
+//! probes, react to exits and commands, restart with backoff, give up on a crash loop.
+
+use super::backoff::{Backoff, CrashLoop};
+use super::kill::stop_group;
+use super::procs;
+use super::reaper::{now_ms, ExitInfo};
+use super::spawn::{spawn, RunAs, Spawned};
+use super::state::{ServiceStatus, State};
+use super::Shared;
+use crate::config::{DependsCondition, RestartPolicy, ServiceSpec};
+use crate::logs::{LogBuffer, Stream};
+use crate::probe::{self, Verdict};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+/// A command to a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Start it if it is not running (also revives `failed`).
+    Start,
+    /// Stop it and keep it stopped.
+    Stop,
+    /// Stop it (if running) and start it again at once.
+    Restart,
+}
+
+/// Why a process's run ended.
+enum Ended {
+    /// A `stop` command.
+    Stopped,
+    /// A `restart` command or a `restart_with` trigger.
+    Restart,
+    /// The process exited by itself.
+    Exited(ExitInfo),
+    /// We killed it: failed probe or memory limit.
+    Killed(String, Option<ExitInfo>),
+    /// It could not be spawned.
+    SpawnFailed(String),
+}
+
+/// The runner of one service.
+pub(super) struct Runner {
+    pub spec: ServiceSpec,
+    pub run_as: Option<RunAs>,
+    pub shared: Arc<Shared>,
+    pub logs: Arc<LogBuffer>,
+    pub status: watch::Sender<ServiceStatus>,
+    pub ctl: mpsc::Receiver<Control>,
+}
+
+impl Runner {
+    /// Updates the status and tells everyone who watches.
+    fn set(&self, f: impl FnOnce(&mut ServiceStatus)) {
+        self.status.send_modify(f);
+        self.shared.changed(self.status.borrow().clone());
+    }
+
+    fn note(&self, text: &str) {
+        self.logs.push(Stream::Stderr, &format!("[supervisor] {text}"));
+    }
+
+    /// The service's life, until the supervisor drops the control channel.
+    pub async fn run(mut self) {
+        let mut backoff = Backoff::new(self.spec.backoff);
+        let mut crashes = CrashLoop::new(self.spec.crash_loop);
+        let mut want = !self.spec.disabled;
+        if self.spec.disabled {
+            self.set(|s| {
+                s.state = State::Stopped;
+                s.message = Some("disabled in the config".into());
+            });
+        }
+        loop {
+            if !want {
+                match self.ctl.recv().await {
+                    None => return,
+                    Some(Control::Start | Control::Restart) if !self.shared.is_shutting_down() => {
+                        want = true;
+                        backoff.reset();
+                        crashes.reset();
+                    }
+                    Some(_) => continue,
+                }
+            }
+            self.set(|s| {
+                s.state = State::Pending;
+                s.message = None;
+            });
+            match self.wait_dependencies().await {
+                Some(Control::Stop) => {
+                    self.set(|s| s.state = State::Stopped);
+                    want = false;
+                    continue;
+                }
+                None => return,
+                _ => {}
+            }
+            let began = Instant::now();
+            let ended = self.run_once().await;
+            let ran_for = began.elapsed();
+            backoff.run_ended(ran_for);
+            let why = match ended {
+                Ended::Stopped => {
+                    self.set(|s| s.state = State::Stopped);
+                    want = false;
+                    continue;
+                }
+                Ended::Restart => {
+                    backoff.reset();
+                    continue;
+                }
+                Ended::Exited(info) => {
+                    let restart = match self.spec.restart {
+                        RestartPolicy::Always => true,
+                        RestartPolicy::OnFailure => !info.success(),
+                        RestartPolicy::Never => false,
+                    };
+                    if !restart {
+                        let failed = !info.success();
+                        self.set(|s| {
+                            s.state = if failed { State::Failed } else { State::Stopped };
+                            s.message = Some(format!("exited with {info} (restart = {:?})", self.spec.restart));
+                        });
+                        want = false;
+                        continue;
+                    }
+                    format!("exited with {info}")
+                }
+                Ended::Killed(why, _) | Ended::SpawnFailed(why) => why,
+            };
+            if self.spec.restart == RestartPolicy::Never {
+                self.set(|s| {
+                    s.state = State::Failed;
+                    s.message = Some(format!("{why} (restart = never)"));
+                });
+                want = false;
+                continue;
+            }
+            if crashes.record(Instant::now()) {
+                let msg = format!(
+                    "crash loop: {} exits within {:?} (limit {}); last: {why}",
+                    crashes.count(),
+                    self.spec.crash_loop.window,
+                    self.spec.crash_loop.max_restarts
+                );
+                tracing::error!(service = %self.spec.name, "{msg}");
+                self.note(&msg);
+                self.set(|s| {
+                    s.state = State::Failed;
+                    s.message = Some(msg);
+                });
+                want = false;
+                continue;
+            }
+            let delay = backoff.next_delay(rand::random::<f64>());
+            tracing::warn!(service = %self.spec.name, "{why}; restarting in {delay:?}");
+            self.set(|s| {
+                s.state = State::Backoff;
+                s.message = Some(format!("{why}; restarting in {} ms", delay.as_millis()));
+            });
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                c = self.ctl.recv() => match c {
+                    None => return,
+                    Some(Control::Stop) => {
+                        self.set(|s| s.state = State::Stopped);
+                        want = false;
+                    }
+                    Some(_) => backoff.reset(),
+                }
+            }
+        }
+    }
+
+    /// Waits until every dependency meets its condition. Returns the command that
+    /// interrupted the wait (`Stop`), `None` when the channel closed, `Start` when met.
+    async fn wait_dependencies(&mut self) -> Option<Control> {
+        let mut tick = self.shared.tick.subscribe();
+        loop {
+            let unmet: Vec<String> = self
+                .spec
+                .depends_on
+                .iter()
+                .filter(|(dep, cond)| {
+                    let st = self.shared.status_of(dep);
+                    !match cond {
+                        DependsCondition::Started => st.is_started(),
+                        DependsCondition::Ready => st.ready,
+                    }
+                })
+                .map(|(d, c)| format!("{d} {}", if *c == DependsCondition::Ready { "ready" } else { "started" }))
+                .collect();
+            if unmet.is_empty() {
+                return Some(Control::Start);
+            }
+            let msg = format!("waiting for {}", unmet.join(", "));
+            if self.status.borrow().message.as_deref() != Some(msg.as_str()) {
+                self.set(|s| s.message = Some(msg));
+            }
+            tokio::select! {
+                r = tick.changed() => if r.is_err() { return None },
+                c = self.ctl.recv() => match c {
+                    None => return None,
+                    Some(Control::Stop) => return Some(Control::Stop),
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+
+    /// Spawns one process and runs it until it ends for any reason.
+    async fn run_once(&mut self) -> Ended {
+        let env = if self.spec.env_injection { self.shared.injected_env() } else { Vec::new() };
+        let Spawned { pid, mut exit } = match spawn(&self.spec, self.run_as.as_ref(), &env, &self.shared.reaper, &self.logs) {
+            Ok(s) => s,
+            Err(e) => {
+                let why = format!("cannot start {:?}: {e}", self.spec.command[0]);
+                self.note(&why);
+                return Ended::SpawnFailed(why);
+            }
+        };
+        tracing::info!(service = %self.spec.name, pid, "started");
+        let first = self.status.borrow().spawns == 0;
+        let has_startup = self.spec.startup.is_some();
+        self.set(|s| {
+            s.pid = Some(pid);
+            s.ready = false;
+            s.started_at = Some(now_ms());
+            s.spawns += 1;
+            if !first {
+                s.restarts += 1;
+            }
+            s.state = if has_startup { State::Starting } else { State::Running };
+            s.message = None;
+        });
+
+        let (startup_tx, mut startup_rx) = mpsc::channel(4);
+        let (ready_tx, mut ready_rx) = mpsc::channel(4);
+        let (live_tx, mut live_rx) = mpsc::channel(4);
+        let mut probes = tokio::task::JoinSet::new();
+        let reaper = self.shared.reaper.clone();
+        match &self.spec.startup {
+            Some(p) => {
+                probes.spawn(probe::run(p.clone(), reaper.clone(), startup_tx, false));
+            }
+            None => self.start_main_probes(&mut probes, ready_tx.clone(), live_tx.clone()),
+        }
+        let mut mem_tick = tokio::time::interval(Duration::from_secs(1));
+        mem_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = self.shared.tick.subscribe();
+        let watched: Vec<(String, u64)> =
+            self.spec.restart_with.iter().map(|n| (n.clone(), self.shared.status_of(n).spawns)).collect();
+
+        let ended = loop {
+            tokio::select! {
+                r = &mut exit => {
+                    let info = r.unwrap_or(ExitInfo { code: None, signal: None, at_ms: now_ms() });
+                    tracing::warn!(service = %self.spec.name, pid, "exited with {info}");
+                    self.note(&format!("process {pid} exited with {info}"));
+                    probes.abort_all();
+                    // Whatever the leader left in its group goes too.
+                    stop_group(&self.spec.name, pid, self.spec.stop_signal, self.spec.stop_timeout, None).await;
+                    self.set(|s| { s.pid = None; s.ready = false; s.last_exit = Some(info); });
+                    break Ended::Exited(info);
+                }
+                c = self.ctl.recv() => match c {
+                    Some(Control::Start) => {}
+                    Some(Control::Stop) | None => break self.stop(pid, &mut exit, &mut probes, Ended::Stopped, "stop requested").await,
+                    Some(Control::Restart) => break self.stop(pid, &mut exit, &mut probes, Ended::Restart, "restart requested").await,
+                },
+                Some(v) = startup_rx.recv() => match v {
+                    Verdict::Pass => {
+                        self.set(|s| if s.state == State::Starting { s.state = State::Running });
+                        self.start_main_probes(&mut probes, ready_tx.clone(), live_tx.clone());
+                    }
+                    Verdict::Fail => {
+                        let why = "startup probe failed".to_string();
+                        break self.stop(pid, &mut exit, &mut probes, Ended::Killed(why.clone(), None), &why).await;
+                    }
+                },
+                Some(v) = ready_rx.recv() => match v {
+                    Verdict::Pass => {
+                        tracing::info!(service = %self.spec.name, "ready");
+                        self.set(|s| { s.state = State::Ready; s.ready = true; s.ready_at = Some(now_ms()); s.message = None; });
+                    }
+                    Verdict::Fail => {
+                        if self.status.borrow().ready {
+                            tracing::warn!(service = %self.spec.name, "readiness probe failing: not ready");
+                            self.set(|s| { s.state = State::Unhealthy; s.ready = false; s.message = Some("readiness probe failing".into()); });
+                        }
+                    }
+                },
+                Some(v) = live_rx.recv() => {
+                    if v == Verdict::Fail {
+                        let why = "liveness probe failed".to_string();
+                        break self.stop(pid, &mut exit, &mut probes, Ended::Killed(why.clone(), None), &why).await;
+                    }
+                }
+                _ = mem_tick.tick(), if self.spec.memory_limit.is_some() => {
+                    let limit = self.spec.memory_limit.unwrap_or(u64::MAX);
+                    let used: u64 = procs::group(pid).iter().map(|p| p.rss_bytes).sum();
+                    if used > limit {
+                        let why = format!("memory limit exceeded: {} MiB > {} MiB", used >> 20, limit >> 20);
+                        break self.stop(pid, &mut exit, &mut probes, Ended::Killed(why.clone(), None), &why).await;
+                    }
+                }
+                r = tick.changed(), if !watched.is_empty() => {
+                    if r.is_ok() {
+                        let again = watched.iter().find(|(n, seen)| self.shared.status_of(n).spawns > *seen).map(|(n, _)| n.clone());
+                        if let Some(other) = again {
+                            let why = format!("restart_with: {other} restarted");
+                            break self.stop(pid, &mut exit, &mut probes, Ended::Restart, &why).await;
+                        }
+                    }
+                }
+            }
+        };
+        if let Ended::Killed(why, Some(info)) = &ended {
+            tracing::debug!(service = %self.spec.name, "{why}: {info}");
+        }
+        ended
+    }
+
+    /// Starts readiness and liveness probes (after startup passed, or at once).
+    fn start_main_probes(&self, probes: &mut tokio::task::JoinSet<()>, ready_tx: mpsc::Sender<Verdict>, live_tx: mpsc::Sender<Verdict>) {
+        let reaper = &self.shared.reaper;
+        match &self.spec.readiness {
+            Some(p) => {
+                probes.spawn(probe::run(p.clone(), reaper.clone(), ready_tx, false));
+            }
+            None => {
+                // No readiness probe: ready once started (Kubernetes semantics).
+                let _ = ready_tx.try_send(Verdict::Pass);
+            }
+        }
+        if let Some(p) = &self.spec.liveness {
+            probes.spawn(probe::run(p.clone(), reaper.clone(), live_tx, true));
+        }
+    }
+
+    /// Stops the running process group and records how it ended.
+    async fn stop(
+        &mut self,
+        pid: i32,
+        exit: &mut tokio::sync::oneshot::Receiver<ExitInfo>,
+        probes: &mut tokio::task::JoinSet<()>,
+        outcome: Ended,
+        why: &str,
+    ) -> Ended {
+        tracing::info!(service = %self.spec.name, pid, "stopping: {why}");
+        self.note(&format!("stopping process {pid}: {why}"));
+        probes.abort_all();
+        self.set(|s| {
+            s.state = State::Stopping;
+            s.ready = false;
+            s.message = Some(why.to_string());
+        });
+        let info = stop_group(&self.spec.name, pid, self.spec.stop_signal, self.spec.stop_timeout, Some(exit)).await;
+        self.set(|s| {
+            s.pid = None;
+            if info.is_some() {
+                s.last_exit = info;
+            }
+        });
+        match outcome {
+            Ended::Killed(w, _) => Ended::Killed(w, info),
+            o => o,
+        }
+    }
+}

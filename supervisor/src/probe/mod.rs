@@ -1,0 +1,157 @@
+//! Probes: one attempt of each kind ([`attempt`]) and the loop that runs a probe with
+//! Kubernetes semantics and reports transitions ([`run`]).
+//!
+//! Timing: until a probe has passed (and again after it fails), it is retried quickly
+//! (every [`fast_interval`]) so readiness is seen within milliseconds of a port opening;
+//! once passed it runs every `period`. Failures are counted per `period`, so fast retries
+//! never make a threshold trip sooner than `failure_threshold × period`.
+
+mod cdp;
+pub mod http;
+
+use crate::config::{ProbeKind, ProbeSpec};
+use crate::engine::reaper::Reaper;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::{sleep, timeout, Instant};
+
+/// What a probe loop reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Passed `success_threshold` times in a row.
+    Pass,
+    /// Failed for `failure_threshold` periods in a row.
+    Fail,
+}
+
+/// The retry interval while a probe has not (yet, or any more) passed.
+pub fn fast_interval(spec: &ProbeSpec) -> Duration {
+    let fast = match spec.kind {
+        ProbeKind::Tcp(_) | ProbeKind::File(_) => Duration::from_millis(5),
+        ProbeKind::Http { .. } | ProbeKind::Cdp(_) => Duration::from_millis(10),
+        ProbeKind::Exec(_) => Duration::from_millis(50),
+    };
+    fast.min(spec.period)
+}
+
+/// Runs one attempt of `spec` within its timeout.
+pub async fn attempt(spec: &ProbeSpec, reaper: &Reaper) -> Result<(), String> {
+    match timeout(spec.timeout, attempt_inner(&spec.kind, reaper, spec.timeout)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("timed out after {:?}", spec.timeout)),
+    }
+}
+
+async fn attempt_inner(kind: &ProbeKind, reaper: &Reaper, limit: Duration) -> Result<(), String> {
+    match kind {
+        ProbeKind::Tcp(addr) => tokio::net::TcpStream::connect(addr.as_str()).await.map(drop).map_err(|e| e.to_string()),
+        ProbeKind::Http { url, status, headers } => {
+            let a = http::get(url, headers, false).await?;
+            let ok = match status {
+                Some(s) => a.status == *s,
+                None => (200..400).contains(&a.status),
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("status {}", a.status))
+            }
+        }
+        ProbeKind::Cdp(base) => cdp::check(base).await,
+        ProbeKind::File(p) => {
+            if tokio::fs::try_exists(p).await.unwrap_or(false) {
+                Ok(())
+            } else {
+                Err(format!("{} does not exist", p.display()))
+            }
+        }
+        ProbeKind::Exec(argv) => exec(argv, reaper, limit).await,
+    }
+}
+
+/// Runs a command in its own process group; success is exit 0. Killed at the timeout.
+async fn exec(argv: &[String], reaper: &Reaper, limit: Duration) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
+    let (child, rx) = reaper.spawn(&mut cmd).map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
+    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+    // Guard: whatever happens to this future (timeout, cancellation), the group dies.
+    struct KillOnDrop(nix::unistd::Pid, bool);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            if !self.1 {
+                let _ = nix::sys::signal::killpg(self.0, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+    let mut guard = KillOnDrop(pgid, false);
+    let r = timeout(limit, rx).await;
+    match r {
+        Ok(Ok(info)) => {
+            guard.1 = true;
+            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+            if info.success() {
+                Ok(())
+            } else {
+                Err(format!("{} ended with {info}", argv[0]))
+            }
+        }
+        _ => Err(format!("timed out after {limit:?}")),
+    }
+}
+
+/// Runs `spec` forever (until the receiver of `tx` is gone), sending a [`Verdict`] on
+/// every change of state. `passed_first` is whether the probe starts out as passed
+/// (liveness does: it only reports failures).
+pub async fn run(spec: ProbeSpec, reaper: Arc<Reaper>, tx: mpsc::Sender<Verdict>, passed_first: bool) {
+    sleep(spec.initial_delay).await;
+    let mut passed = passed_first;
+    let mut successes = 0u32;
+    let mut failing_since: Option<Instant> = None;
+    let mut failures = 0u32;
+    loop {
+        let started = Instant::now();
+        let result = attempt(&spec, &reaper).await;
+        match result {
+            Ok(()) => {
+                failing_since = None;
+                failures = 0;
+                successes += 1;
+                if !passed && successes >= spec.success_threshold {
+                    passed = true;
+                    if tx.send(Verdict::Pass).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(why) => {
+                successes = 0;
+                // Count at most one failure per period.
+                let since = *failing_since.get_or_insert(started);
+                let periods = (started.duration_since(since).as_millis() / spec.period.as_millis().max(1)) as u32 + 1;
+                if periods > failures {
+                    failures = periods;
+                    tracing::debug!(probe = %spec.kind.describe(), failures, "probe failed: {why}");
+                }
+                if failures >= spec.failure_threshold {
+                    failing_since = None;
+                    failures = 0;
+                    if passed || !passed_first {
+                        passed = false;
+                        if tx.send(Verdict::Fail).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        if tx.is_closed() {
+            return;
+        }
+        let wait = if passed && failing_since.is_none() { spec.period } else { fast_interval(&spec) };
+        sleep(wait.saturating_sub(started.elapsed().min(wait))).await;
+    }
+}

@@ -1,0 +1,79 @@
+//! `supervisor run`: load the config, start the engine, serve the control socket, and
+//! shut everything down on SIGTERM/SIGINT (a second signal forces it).
+
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::engine::reaper::Reaper;
+use crate::engine::Supervisor;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Runs the stack until a stop signal; returns the exit code.
+pub async fn run(cfg: Config) -> anyhow::Result<i32> {
+    let reaper = Reaper::install()?;
+    let settings = cfg.settings.clone();
+    std::fs::create_dir_all(&settings.runtime_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create runtime dir {}: {e}", settings.runtime_dir.display()))?;
+    let socket = bind_socket(&settings.control_socket).await?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+
+    tracing::info!(config = %cfg.source, services = cfg.services.len(), "starting");
+    let sup = Supervisor::start(cfg, reaper).map_err(|e| anyhow::anyhow!(e))?;
+    let state = ApiState { sup: sup.clone(), cpu: Arc::default() };
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(socket, api::socket_router(state)).await {
+            tracing::error!("control socket stopped: {e}");
+        }
+    });
+    tokio::spawn(log_when_ready(sup.clone()));
+
+    let which = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    let deadline = settings.shutdown_timeout;
+    tracing::info!("{which}: stopping the stack (deadline {deadline:?}; a second signal forces)");
+    tokio::select! {
+        _ = sup.shutdown(deadline) => tracing::info!("all services stopped"),
+        _ = term.recv() => { tracing::warn!("second signal: killing everything"); sup.kill_everything(); }
+        _ = int.recv() => { tracing::warn!("second signal: killing everything"); sup.kill_everything(); }
+    }
+    let _ = std::fs::remove_file(&settings.control_socket);
+    Ok(0)
+}
+
+/// Binds the control socket with mode 0600, replacing a stale one but never a live one.
+async fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            anyhow::bail!("another supervisor is already running on {}", path.display());
+        }
+        std::fs::remove_file(path)?;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let l = tokio::net::UnixListener::bind(path).map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+/// Logs once when the whole stack is first ready, with the boot time and the last service.
+async fn log_when_ready(sup: Arc<Supervisor>) {
+    let mut rx = sup.subscribe();
+    loop {
+        if sup.ready() {
+            let last = sup.statuses().into_iter().filter(|s| s.required).max_by_key(|s| s.ready_at.unwrap_or(0));
+            let last = last.map(|s| s.name).unwrap_or_default();
+            tracing::info!(boot_ms = sup.uptime_ms(), last = %last, "stack ready");
+            return;
+        }
+        if rx.recv().await.is_err() {
+            return;
+        }
+    }
+}
+
