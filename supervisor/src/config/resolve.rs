@@ -325,3 +325,99 @@ fn find_cycle(start: &str, deps: &HashMap<&str, Vec<&str>>, done: &HashSet<&str>
         path.push(next);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<Config, ConfigError> {
+        resolve("test.toml", Path::new("/cfg"), text, &Overrides::default())
+    }
+
+    fn err(text: &str) -> ConfigError {
+        check(text).expect_err("should be rejected")
+    }
+
+    #[test]
+    fn the_spec_example_parses_with_expansion_and_order() {
+        let c = check(
+            r#"
+[services.worker]
+command = ["sleep", "infinity"]
+depends_on = { web = "ready" }
+restart = "on-failure"
+[services.web]
+command = ["${CONFIG_DIR}/bin/web"]
+cwd = "${APP_DIR}"
+env = { DIR = "${RUNTIME_DIR}/x" }
+readiness = { http = "http://127.0.0.1:18080/", status = 200, period = "1s", timeout = "500ms" }
+liveness = { tcp = "127.0.0.1:18080", period = "5s", failure_threshold = 3 }
+stop_timeout = "5s"
+memory_limit = "512MiB"
+"#,
+        )
+        .unwrap();
+        let names: Vec<&str> = c.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["web", "worker"], "dependencies first");
+        let web = &c.services[0];
+        assert_eq!(web.command[0], "/cfg/bin/web");
+        assert_eq!(web.cwd.as_deref(), Some(Path::new("/app")));
+        assert_eq!(web.env[0].1, "/run/supervisor/x");
+        assert_eq!(web.stop_timeout, Duration::from_secs(5));
+        assert_eq!(web.memory_limit, Some(512 << 20));
+        assert_eq!(web.readiness.as_ref().unwrap().timeout, Duration::from_millis(500));
+        assert_eq!(c.settings.control_socket, PathBuf::from("/run/supervisor/control.sock"));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_reason() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("[services.a]\ncommand = []\n", "services.a.command", "empty"),
+            ("[services.a]\ncommand = [\"x\"]\ndepends_on = { b = \"ready\" }\n", "services.a.depends_on.b", "unknown service"),
+            (
+                "[services.a]\ncommand = [\"x\"]\ndepends_on = { b = \"ready\" }\n[services.b]\ncommand = [\"x\"]\ndepends_on = { a = \"started\" }\n",
+                "depends_on",
+                "cycle: a -> b -> a",
+            ),
+            ("[services.a]\ncommand = [\"x\"]\nport = 80\n[services.b]\ncommand = [\"x\"]\nport = 80\n", "services.b.port", "already used"),
+            ("[services.a]\ncommand = [\"x\"]\nport = 3000\n", "services.a.port", "listen"),
+            ("[services.a]\ncommand = [\"x\"]\nstop_timeout = \"5 parsecs\"\n", "services.a.stop_timeout", "bad duration"),
+            ("[services.a]\ncommand = [\"x\"]\nreadiness = { tcp = \"x:1\", period = \"soon\" }\n", "services.a.readiness.period", "bad duration"),
+            ("[services.a]\ncommand = [\"x\"]\nrestrat = \"always\"\n", "services.a", "unknown field `restrat`"),
+            ("[services.a]\ncommand = [\"x\"]\nrestart = \"sometimes\"\n", "services.a.restart", "unknown variant"),
+            ("[services.a]\ncommand = [\"x\"]\nreadiness = { tcp = \"x:1\", http = \"http://x/\" }\n", "services.a.readiness", "exactly one"),
+            ("[services.a]\ncommand = [\"x\"]\nliveness = { tcp = \"nope\" }\n", "services.a.liveness.tcp", "HOST:PORT"),
+            ("[services.a]\ncommand = [\"x\"]\nstop_signal = \"SIGNOPE\"\n", "services.a.stop_signal", "not a signal"),
+            ("[services.a]\ncommand = [\"x\"]\nrestart_with = [\"zz\"]\n", "services.a.restart_with", "unknown service"),
+            ("[services.a]\ncommand = [\"x\"]\nmemory_limit = \"12 bananas\"\n", "services.a.memory_limit", "size"),
+            ("[services.a\ncommand = 1\n", "line 1", "TOML syntax"),
+            ("", "services", "no service"),
+        ];
+        for (text, key, reason) in cases {
+            let e = err(text);
+            assert_eq!(e.file, "test.toml");
+            assert!(e.key.contains(key), "key {:?} should contain {key:?} (reason: {})", e.key, e.reason);
+            assert!(e.reason.contains(reason), "reason {:?} should contain {reason:?}", e.reason);
+        }
+    }
+
+    #[test]
+    fn overrides_win_and_empty_service_user_means_none() {
+        let ov = Overrides { service_user: Some(String::new()), listen: Some("127.0.0.1:9".into()), port_guard: Some(true), ..Default::default() };
+        let c = resolve("t", Path::new("/"), "[services.a]\ncommand = [\"x\"]\nuser = \"user\"\n", &ov).unwrap();
+        assert_eq!(c.services[0].user, None);
+        assert_eq!(c.settings.listen, "127.0.0.1:9");
+        assert!(c.settings.port_guard);
+        let ov = Overrides { service_user: Some("nobody".into()), ..Default::default() };
+        let c = resolve("t", Path::new("/"), "[services.a]\ncommand = [\"x\"]\nuser = \"user\"\n", &ov).unwrap();
+        assert_eq!(c.services[0].user.as_deref(), Some("nobody"));
+    }
+
+    #[test]
+    fn embedded_default_is_valid_and_names_the_stack() {
+        let c = resolve(EMBEDDED_NAME, Path::new("/opt/supervisor"), EMBEDDED_DEFAULT, &Overrides::default()).unwrap();
+        let mut names: Vec<&str> = c.services.iter().map(|s| s.name.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["acp", "chromium", "playwright-mcp", "vite", "xvfb"]);
+    }
+}

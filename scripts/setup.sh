@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs everything the stack and the tests need on a fresh Debian machine with Rust:
+# Debian packages (Xvfb, Chromium, tools), the musl target, and the npm packages of
+# app-template/ and opt/. Safe to run again: it skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for pair in Xvfb:xvfb chromium:chromium file:file curl:curl ps:procps ip:iproute2 nft:nftables node:nodejs npm:npm python3:python3; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: apt-get install ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+rustup target list --installed | grep -qx x86_64-unknown-linux-musl || rustup target add x86_64-unknown-linux-musl
+
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+for dir in app-template opt; do
+  if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    echo "setup: npm ci in $dir"
+    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
+  fi
+done

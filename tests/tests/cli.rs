@@ -1,0 +1,204 @@
+//! The binary's command line: `check` on good and broken configs, a real stack driven
+//! only through `supervisor ctl`, `ready`, and the static build.
+
+use e2e::*;
+use serde_json::Value;
+use std::process::Command;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(30);
+
+fn check(config_text: &str) -> (i32, String, String, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.toml");
+    std::fs::write(&path, config_text).unwrap();
+    let out = Command::new(supervisor_bin()).arg("check").arg("--config").arg(&path).output().unwrap();
+    let keep = dir.keep();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        keep.join("broken.toml"),
+    )
+}
+
+#[test]
+fn check_rejects_broken_configs_naming_file_key_and_reason() {
+    let cases = [
+        ("[services.a]\ncommand = [\"x\"]\ndepends_on = { b = \"ready\" }\n[services.b]\ncommand = [\"x\"]\ndepends_on = { a = \"ready\" }\n", "services.a.depends_on", "dependency cycle: a -> b -> a"),
+        ("[services.a]\ncommand = [\"x\"]\ndepends_on = { ghost = \"ready\" }\n", "services.a.depends_on.ghost", "unknown service \"ghost\""),
+        ("[services.a]\ncommand = [\"x\"]\nport = 5173\n[services.b]\ncommand = [\"y\"]\nport = 5173\n", "services.b.port", "port 5173 is already used by service \"a\""),
+        ("[services.a]\ncommand = []\n", "services.a.command", "the command is empty"),
+        ("[services.a]\ncommand = [\"x\"]\nstop_timeout = \"fast\"\n", "services.a.stop_timeout", "bad duration \"fast\""),
+        ("[services.a]\ncommand = [\"x\"]\nbogus = 1\n", "services.a", "unknown field `bogus`"),
+    ];
+    for (text, key, reason) in cases {
+        let (code, out, err, path) = check(text);
+        assert_ne!(code, 0, "check should fail for {key}: {out}");
+        assert!(err.contains(&path.display().to_string()), "error names the file: {err}");
+        assert!(err.contains(key), "error names the key {key}: {err}");
+        assert!(err.contains(reason), "error gives the reason {reason}: {err}");
+        std::fs::remove_dir_all(path.parent().unwrap()).ok();
+    }
+}
+
+#[test]
+fn check_accepts_the_production_config_and_prints_the_plan() {
+    let out = Command::new(supervisor_bin())
+        .arg("check")
+        .arg("--config")
+        .arg(repo_root().join("opt/supervisor.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    for name in ["xvfb", "chromium", "playwright-mcp", "acp", "vite"] {
+        assert!(text.contains(&format!("    {name} [")), "plan lists {name}:\n{text}");
+    }
+    // chromium waits for xvfb, playwright-mcp for chromium: three waves at least.
+    assert!(text.contains("wave 2:") && text.contains("after:   chromium ready"), "{text}");
+}
+
+#[test]
+fn a_real_http_server_and_a_dependent_driven_only_through_ctl() -> anyhow::Result<()> {
+    let port = free_port();
+    let s = Stack::start(&format!(
+        r#"
+[services.web]
+command = ["python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1"]
+cwd = "${{APP_DIR}}"
+env = {{ PYTHONUNBUFFERED = "1" }}
+restart = "always"
+readiness = {{ http = "http://127.0.0.1:{port}/", status = 200, period = "1s", timeout = "500ms" }}
+liveness = {{ tcp = "127.0.0.1:{port}", period = "5s", failure_threshold = 3 }}
+stop_timeout = "5s"
+
+[services.worker]
+command = ["sleep", "infinity"]
+depends_on = {{ web = "ready" }}
+restart = "on-failure"
+"#
+    ))?;
+    std::fs::write(s.app_dir.join("hello.txt"), "hi")?;
+    // `ready` returns once both are ready.
+    let ready = Command::new(supervisor_bin())
+        .args(["ready", "--timeout", "30", "--runtime-dir"])
+        .arg(&s.runtime_dir)
+        .status()?;
+    assert!(ready.success());
+    let st: Value = s.status()?;
+    assert_eq!(st["ready"], true);
+    let web = &st["services"][0];
+    assert_eq!(web["name"], "web");
+    assert_eq!(web["state"], "ready");
+    assert!(web["rss_bytes"].as_u64().unwrap() > 1_000_000, "rss of python: {web}");
+    for key in ["version", "uptime_ms"] {
+        assert!(st.get(key).is_some(), "status has {key}");
+    }
+    for key in ["pid", "restarts", "last_exit", "started_at", "ready_at", "cpu_percent"] {
+        assert!(web.get(key).is_some(), "service status has {key}: {web}");
+    }
+    // The human table.
+    let table = String::from_utf8_lossy(&s.ctl(&["status"]).stdout).into_owned();
+    assert!(table.contains("web") && table.contains("ready") && table.contains("worker"), "{table}");
+    // The server really serves the app dir; its access log reaches `ctl logs`.
+    let body = Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{port}/hello.txt")]).output()?;
+    assert_eq!(String::from_utf8_lossy(&body.stdout), "hi");
+    s.wait_for("access log line", T, |s| {
+        Ok(String::from_utf8_lossy(&s.ctl(&["logs", "web", "--tail", "20"]).stdout).contains("GET /hello.txt"))
+    })?;
+    // Restart through ctl: new pid, restarts = 1, ready again.
+    let pid0 = web["pid"].clone();
+    assert!(s.ctl(&["restart", "web"]).status.success());
+    let w = s.wait_service("web", T, "restarted and ready", |v| v["restarts"] == 1 && v["state"] == "ready")?;
+    assert_ne!(w["pid"], pid0);
+    // Stop and start the dependent.
+    assert!(s.ctl(&["stop", "worker"]).status.success());
+    s.wait_service("worker", T, "stopped", |v| v["state"] == "stopped" && v["pid"].is_null())?;
+    assert_eq!(s.status()?["ready"], false, "a stopped required service makes the stack not ready");
+    assert!(s.ctl(&["start", "worker"]).status.success());
+    s.wait_service("worker", T, "ready", |v| v["state"] == "ready")?;
+    // Unknown names are errors.
+    let out = s.ctl(&["restart", "nope"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no service named \"nope\""));
+    // `logs -f` streams new lines.
+    let mut follow = Command::new(supervisor_bin())
+        .args(["ctl", "--runtime-dir"])
+        .arg(&s.runtime_dir)
+        .args(["logs", "web", "-f", "--tail", "0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = follow.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout).lines().map_while(Result::ok).find(|l| l.contains("GET /followed.txt")).is_some()
+    });
+    // Fetch until the follower has seen a line (it may subscribe after the first request).
+    let deadline = std::time::Instant::now() + T;
+    while !reader.is_finished() && std::time::Instant::now() < deadline {
+        let _ = Command::new("curl").args(["-s", "-o", "/dev/null", &format!("http://127.0.0.1:{port}/followed.txt")]).status();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(reader.join().unwrap(), "ctl logs -f printed the new line");
+    Ok(())
+}
+
+#[test]
+fn sigterm_stops_the_stack_and_leaves_nothing() -> anyhow::Result<()> {
+    let mut s = Stack::start(
+        r#"
+[services.a]
+command = ["sh", "-c", "sleep infinity & sleep infinity & wait"]
+[services.b]
+command = ["sleep", "infinity"]
+depends_on = { a = "started" }
+"#,
+    )?;
+    s.wait_for("ready", T, |s| Ok(s.status()?["ready"] == true))?;
+    assert!(s.leftovers().len() >= 4, "services are running: {:?}", s.leftovers());
+    let (st, took) = s.terminate(Duration::from_secs(20))?;
+    assert!(st.success(), "{st:?}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(s.leftovers().is_empty(), "leftovers: {:?}", s.leftovers());
+    assert!(!s.runtime_dir.join("control.sock").exists(), "socket removed");
+    Ok(())
+}
+
+#[test]
+fn control_socket_is_private() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Stack::start("[services.a]\ncommand = [\"sleep\", \"infinity\"]\n")?;
+    let mode = std::fs::metadata(s.runtime_dir.join("control.sock"))?.permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // A second supervisor on the same runtime dir refuses to start.
+    let out = Command::new(supervisor_bin())
+        .args(["run", "--config"])
+        .arg(s.path().join("supervisor.toml"))
+        .arg("--runtime-dir")
+        .arg(&s.runtime_dir)
+        .args(["--service-user", "", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .output()?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already running"), "{}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+#[test]
+fn the_release_binary_is_static() {
+    // .ci/run builds it with image/build-binary.sh; a dev run without it skips only
+    // when SUPERVISOR_SKIP_STATIC=1 says so.
+    let bin = repo_root().join("target/x86_64-unknown-linux-musl/release/supervisor");
+    if !bin.exists() && std::env::var("SUPERVISOR_SKIP_STATIC").as_deref() == Ok("1") {
+        eprintln!("skipping: static binary not built");
+        return;
+    }
+    assert!(bin.exists(), "run image/build-binary.sh first (or set SUPERVISOR_SKIP_STATIC=1)");
+    let out = Command::new("file").arg(&bin).output().expect("file(1)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("statically linked") || text.contains("static-pie linked"), "{text}");
+    let v = Command::new(&bin).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&v.stdout).starts_with("supervisor "));
+}

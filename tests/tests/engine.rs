@@ -1,0 +1,272 @@
+//! Engine behaviour through the real binary, with small shell services:
+//! ordering, restarts, backoff, crash loops, reaping, stopping, shutdown order, probes,
+//! memory limits.
+
+use e2e::*;
+use serde_json::Value;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(20);
+
+fn state(v: &Value) -> &str {
+    v["state"].as_str().unwrap_or("")
+}
+
+#[test]
+fn dependencies_start_in_order_and_independent_services_in_parallel() -> anyhow::Result<()> {
+    // a and b take 300 ms to become ready; c needs both ready; d needs a started.
+    let s = Stack::start(
+        r#"
+[services.a]
+command = ["sh", "-c", "sleep 0.3; touch {DIR}/a.ok; exec sleep infinity"]
+readiness = { file = "{DIR}/a.ok", period = "1s" }
+[services.b]
+command = ["sh", "-c", "sleep 0.3; touch {DIR}/b.ok; exec sleep infinity"]
+readiness = { file = "{DIR}/b.ok", period = "1s" }
+[services.c]
+command = ["sleep", "infinity"]
+depends_on = { a = "ready", b = "ready" }
+[services.d]
+command = ["sleep", "infinity"]
+depends_on = { a = "started" }
+"#,
+    )?;
+    s.wait_for("all ready", T, |s| Ok(s.status()?["ready"] == true))?;
+    let st = s.status()?;
+    let get = |n: &str, k: &str| st["services"].as_array().unwrap().iter().find(|x| x["name"] == n).unwrap()[k].as_u64().unwrap();
+    let (a0, b0) = (get("a", "started_at"), get("b", "started_at"));
+    assert!(a0.abs_diff(b0) < 150, "a and b should start together: {a0} vs {b0}");
+    let c0 = get("c", "started_at");
+    assert!(c0 >= get("a", "ready_at") && c0 >= get("b", "ready_at"), "c started before its dependencies were ready: {st}");
+    assert!(c0 - get("a", "ready_at").max(get("b", "ready_at")) < 100, "c should start right after both are ready");
+    let d0 = get("d", "started_at");
+    assert!(d0 < get("a", "ready_at"), "d waits only for a to be started, not ready: {st}");
+    Ok(())
+}
+
+#[test]
+fn crash_loop_ends_in_failed_after_the_limit() -> anyhow::Result<()> {
+    let s = Stack::start(
+        r#"
+[services.crashy]
+command = ["sh", "-c", "echo boom; exit 3"]
+restart = "always"
+backoff = { initial = "10ms", max = "50ms" }
+crash_loop = { max_restarts = 3, window = "60s" }
+"#,
+    )?;
+    let v = s.wait_service("crashy", T, "failed", |v| state(v) == "failed")?;
+    assert_eq!(v["restarts"], 3, "{v}");
+    assert_eq!(v["last_exit"]["code"], 3, "{v}");
+    let msg = v["message"].as_str().unwrap_or("");
+    assert!(msg.contains("crash loop") && msg.contains("exit code 3"), "message says why: {msg}");
+    // It stays failed: no more restarts.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s.service("crashy")?["restarts"], 3);
+    // `start` revives it (and it fails again).
+    let out = s.ctl(&["start", "crashy"]);
+    assert!(out.status.success());
+    s.wait_service("crashy", T, "restarted", |v| v["restarts"].as_u64() > Some(3))?;
+    Ok(())
+}
+
+#[test]
+fn backoff_grows_and_resets_after_a_stable_run() -> anyhow::Result<()> {
+    // Each start appends a timestamp; the 5th run stays up 600 ms (past reset_after),
+    // every other run exits at once.
+    let s = Stack::start(
+        r#"
+[services.flappy]
+command = ["sh", "-c", "date +%s%N >> {DIR}/starts; n=$(wc -l < {DIR}/starts); if [ $n -eq 5 ]; then sleep 0.6; fi; exit 1"]
+restart = "on-failure"
+backoff = { initial = "100ms", max = "10s", multiplier = 2.0, jitter = 0.0, reset_after = "500ms" }
+crash_loop = { max_restarts = 100, window = "60s" }
+"#,
+    )?;
+    let starts = s.path().join("starts");
+    s.wait_for("7 starts", T, |_| Ok(std::fs::read_to_string(&starts).map(|t| t.lines().count() >= 7).unwrap_or(false)))?;
+    let t: Vec<u64> = std::fs::read_to_string(&starts)?.lines().map(|l| l.trim().parse::<u64>().unwrap() / 1_000_000).collect();
+    let gaps: Vec<u64> = t.windows(2).map(|w| w[1] - w[0]).collect();
+    // gaps: 100, 200, 400, 800 (+run time), then 600 ms run + reset → 100 again.
+    for (i, want) in [100u64, 200, 400, 800].iter().enumerate() {
+        assert!(gaps[i] >= *want && gaps[i] < want + 150, "gap {i} should be ~{want} ms: {gaps:?}");
+    }
+    assert!(gaps[4] >= 700 && gaps[4] < 850, "600 ms run + reset backoff of 100 ms: {gaps:?}");
+    assert!(gaps[5] >= 200 && gaps[5] < 350, "backoff grows again from the start: {gaps:?}");
+    Ok(())
+}
+
+#[test]
+fn double_forked_orphans_are_reaped() -> anyhow::Result<()> {
+    // The service double-forks a short-lived grandchild, which gets reparented to the
+    // supervisor (a subreaper) and must be reaped when it exits.
+    let s = Stack::start(
+        r#"
+[services.forker]
+command = ["sh", "-c", "sh -c 'sleep 0.4 & echo $! > {DIR}/orphan.pid'; exec sleep infinity"]
+"#,
+    )?;
+    let orphan = read_pid_file(&s.path().join("orphan.pid"), T)?;
+    // While alive, its parent is the supervisor (the middle shell exited at once).
+    s.wait_for("orphan reparented", T, |s| {
+        Ok(!pid_exists(orphan) || proc_stat_field(orphan, 4).as_deref() == Some(&s.pid().to_string()))
+    })?;
+    assert!(pid_exists(orphan), "the orphan should still be sleeping");
+    assert_eq!(proc_stat_field(orphan, 4), Some(s.pid().to_string()), "orphan reparented to the supervisor");
+    // After it exits, it must not linger as a zombie.
+    s.wait_for("orphan reaped", T, |_| Ok(!pid_exists(orphan)))?;
+    let zombies: Vec<i32> = std::fs::read_dir("/proc")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| proc_stat_field(*p, 4) == Some(s.pid().to_string()) && is_zombie(*p))
+        .collect();
+    assert!(zombies.is_empty(), "zombie children of the supervisor: {zombies:?}");
+    Ok(())
+}
+
+#[test]
+fn a_grandchild_ignoring_sigterm_is_killed_at_the_timeout() -> anyhow::Result<()> {
+    let s = Stack::start(
+        r#"
+[services.stubborn]
+command = ["sh", "-c", "sh -c 'trap \"\" TERM; echo $$ > {DIR}/gc.pid; while :; do sleep 0.05; done' & exec sleep infinity"]
+stop_timeout = "700ms"
+"#,
+    )?;
+    let gc = read_pid_file(&s.path().join("gc.pid"), T)?;
+    let leader = s.wait_service("stubborn", T, "running", |v| v["pid"].is_i64())?["pid"].as_i64().unwrap() as i32;
+    assert_eq!(proc_stat_field(gc, 5), Some(leader.to_string()), "grandchild is in the service's group");
+    let t = std::time::Instant::now();
+    let out = s.ctl(&["stop", "stubborn"]);
+    assert!(out.status.success());
+    s.wait_service("stubborn", T, "stopped", |v| state(v) == "stopped")?;
+    let took = t.elapsed();
+    assert!(!pid_exists(gc) || is_zombie(gc), "the grandchild ignoring SIGTERM survived the stop");
+    assert!(took >= Duration::from_millis(650), "killed only at the timeout, took {took:?}");
+    // Nothing of the group is left.
+    let group: Vec<i32> = std::fs::read_dir("/proc")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| proc_stat_field(*p, 5) == Some(leader.to_string()) && !is_zombie(*p))
+        .collect();
+    assert!(group.is_empty(), "processes of the stopped group remain: {group:?}");
+    assert!(s.leftovers().is_empty(), "leftovers: {:?}", s.leftovers());
+    Ok(())
+}
+
+#[test]
+fn shutdown_stops_services_in_reverse_dependency_order() -> anyhow::Result<()> {
+    let svc = |name: &str, dep: Option<&str>| {
+        let deps = dep.map(|d| format!("depends_on = {{ {d} = \"started\" }}")).unwrap_or_default();
+        format!(
+            "[services.{name}]\ncommand = [\"sh\", \"-c\", \"trap 'echo {name} >> {{DIR}}/order; exit 0' TERM; echo up > {{DIR}}/{name}.up; while :; do sleep 0.05; done\"]\n{deps}\nreadiness = {{ file = \"{{DIR}}/{name}.up\" }}\n"
+        )
+    };
+    // Declared out of order on purpose: c depends on b, b on a.
+    let cfg = format!("{}{}{}", svc("c", Some("b")), svc("a", None), svc("b", Some("a")));
+    let mut s = Stack::start(&cfg)?;
+    s.wait_for("all ready", T, |s| Ok(s.status()?["ready"] == true))?;
+    let (st, _) = s.terminate(Duration::from_secs(20))?;
+    assert!(st.success(), "supervisor exit status {st:?}");
+    let order = std::fs::read_to_string(s.path().join("order"))?;
+    assert_eq!(order.lines().collect::<Vec<_>>(), vec!["c", "b", "a"], "stop order");
+    assert!(s.leftovers().is_empty(), "leftovers after shutdown: {:?}", s.leftovers());
+    Ok(())
+}
+
+#[test]
+fn liveness_failure_restarts_but_readiness_failure_does_not() -> anyhow::Result<()> {
+    let s = Stack::start(
+        r#"
+[services.live]
+command = ["sleep", "infinity"]
+liveness = { file = "{DIR}/live.ok", period = "100ms", failure_threshold = 3 }
+backoff = { initial = "10ms" }
+[services.ready]
+command = ["sleep", "infinity"]
+readiness = { file = "{DIR}/ready.ok", period = "100ms", failure_threshold = 2 }
+"#,
+    )?;
+    std::fs::write(s.path().join("live.ok"), "")?;
+    std::fs::write(s.path().join("ready.ok"), "")?;
+    let r0 = s.wait_service("ready", T, "ready", |v| state(v) == "ready")?;
+    let l0 = s.wait_service("live", T, "ready", |v| state(v) == "ready")?;
+    std::fs::remove_file(s.path().join("ready.ok"))?;
+    std::fs::remove_file(s.path().join("live.ok"))?;
+    let r1 = s.wait_service("ready", T, "unhealthy", |v| state(v) == "unhealthy")?;
+    assert_eq!(r1["ready"], false);
+    assert_eq!(r1["pid"], r0["pid"], "readiness failure must not restart");
+    assert_eq!(r1["restarts"], 0);
+    let l1 = s.wait_service("live", T, "restarted", |v| v["restarts"].as_u64() >= Some(1))?;
+    assert_ne!(l1["pid"], l0["pid"], "liveness failure restarts the process");
+    assert_eq!(s.status()?["ready"], false, "/readyz follows readiness");
+    // Readiness comes back without a restart.
+    std::fs::write(s.path().join("ready.ok"), "")?;
+    let r2 = s.wait_service("ready", T, "ready again", |v| state(v) == "ready")?;
+    assert_eq!(r2["pid"], r0["pid"]);
+    Ok(())
+}
+
+#[test]
+fn memory_limit_restarts_a_service_that_allocates_past_it() -> anyhow::Result<()> {
+    // The child of the shell allocates: the limit applies to the whole group.
+    let s = Stack::start(
+        r#"
+[services.hog]
+command = ["sh", "-c", "python3 -c 'import time; x = b\"a\" * (160 << 20); time.sleep(60)'; exit 0"]
+memory_limit = "100MiB"
+backoff = { initial = "10ms" }
+"#,
+    )?;
+    let v = s.wait_service("hog", T, "restarted for memory", |v| v["restarts"].as_u64() >= Some(1))?;
+    let logs = s.ctl(&["logs", "hog", "--tail", "50"]);
+    let text = String::from_utf8_lossy(&logs.stdout);
+    assert!(text.contains("memory limit exceeded"), "logs say why: {text}\n{v}");
+    Ok(())
+}
+
+#[test]
+fn restart_with_follows_the_other_service() -> anyhow::Result<()> {
+    let s = Stack::start(
+        r#"
+[services.browser]
+command = ["sleep", "infinity"]
+[services.client]
+command = ["sleep", "infinity"]
+depends_on = { browser = "ready" }
+restart_with = ["browser"]
+"#,
+    )?;
+    let c0 = s.wait_service("client", T, "ready", |v| state(v) == "ready")?;
+    assert!(s.ctl(&["restart", "browser"]).status.success());
+    let c1 = s.wait_service("client", T, "restarted", |v| v["restarts"] == 1 && state(v) == "ready")?;
+    assert_ne!(c0["pid"], c1["pid"]);
+    Ok(())
+}
+
+#[test]
+fn restart_never_and_on_failure_policies() -> anyhow::Result<()> {
+    let s = Stack::start(
+        r#"
+[services.once]
+command = ["sh", "-c", "exit 0"]
+restart = "on-failure"
+required = false
+[services.broken]
+command = ["sh", "-c", "exit 7"]
+restart = "never"
+required = false
+[services.missing]
+command = ["/nonexistent/binary"]
+restart = "never"
+required = false
+"#,
+    )?;
+    let v = s.wait_service("once", T, "stopped", |v| state(v) == "stopped")?;
+    assert_eq!(v["last_exit"]["code"], 0);
+    let v = s.wait_service("broken", T, "failed", |v| state(v) == "failed")?;
+    assert_eq!(v["last_exit"]["code"], 7);
+    assert_eq!(v["restarts"], 0);
+    let v = s.wait_service("missing", T, "failed", |v| state(v) == "failed")?;
+    assert!(v["message"].as_str().unwrap_or("").contains("cannot start"), "{v}");
+    assert_eq!(s.status()?["ready"], true, "optional services do not count for readiness");
+    Ok(())
+}
