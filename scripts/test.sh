@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
 # Runs every test: installs what is missing, builds the static binary, then runs the
-# unit tests and the end-to-end suite against that very binary.
+# unit tests and the end-to-end suite against that very binary. Ends with one line
+# "tests: N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 image/build-binary.sh
 export SUPERVISOR_BIN=target/x86_64-unknown-linux-musl/release/supervisor
-cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked --lib --bins --tests -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$rc"

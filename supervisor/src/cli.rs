@@ -121,4 +121,36 @@ pub enum CtlCommand {
         #[arg(long, default_value_t = 100)]
         tail: usize,
     },
+    /// The app's env file (injected secrets).
+    #[command(subcommand)]
+    Env(EnvCommand),
+    /// The API token.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `ctl env` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// Set variables: `K=V ...` (restarts services with env_injection).
+    Set {
+        /// `KEY=VALUE` pairs.
+        #[arg(required = true)]
+        pairs: Vec<String>,
+    },
+    /// Remove variables.
+    Unset {
+        /// Keys.
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// List the keys (never the values).
+    Keys,
+}
+
+/// `ctl token` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Write a fresh random token to the token file (prints the file, not the token).
+    Rotate,
 }

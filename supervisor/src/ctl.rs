@@ -1,6 +1,6 @@
 //! `supervisor ctl` and `supervisor ready`: clients of the control socket.
 
-use crate::cli::{CtlArgs, CtlCommand};
+use crate::cli::{CtlArgs, CtlCommand, EnvCommand, TokenCommand};
 use crate::client;
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -11,7 +11,27 @@ use std::time::Duration;
 /// Runs a `ctl` command; returns the process exit code.
 pub async fn ctl(args: CtlArgs) -> anyhow::Result<i32> {
     let sock = args.runtime_dir.join("control.sock");
+    let mut body = None;
     let (method, path) = match &args.command {
+        CtlCommand::Env(EnvCommand::Keys) => ("GET", "/_supervisor/env".to_string()),
+        CtlCommand::Env(EnvCommand::Set { pairs }) => {
+            let mut set = serde_json::Map::new();
+            for p in pairs {
+                let Some((k, v)) = p.split_once('=') else {
+                    // Name only the key part: the argument may be a secret typed without '='.
+                    eprintln!("error: expected KEY=VALUE (an argument has no '=')");
+                    return Ok(2);
+                };
+                set.insert(k.to_string(), Value::String(v.to_string()));
+            }
+            body = Some(serde_json::json!({ "set": set }));
+            ("POST", "/_supervisor/env".to_string())
+        }
+        CtlCommand::Env(EnvCommand::Unset { keys }) => {
+            body = Some(serde_json::json!({ "unset": keys }));
+            ("POST", "/_supervisor/env".to_string())
+        }
+        CtlCommand::Token(TokenCommand::Rotate) => ("POST", "/_supervisor/token/rotate".to_string()),
         CtlCommand::Status => ("GET", "/_supervisor/status".to_string()),
         CtlCommand::Start { name } => ("POST", format!("/_supervisor/services/{name}/start")),
         CtlCommand::Stop { name } => ("POST", format!("/_supervisor/services/{name}/stop")),
@@ -19,8 +39,8 @@ pub async fn ctl(args: CtlArgs) -> anyhow::Result<i32> {
         CtlCommand::Logs { name, follow: true, tail } => return follow_logs(&sock, name, *tail).await,
         CtlCommand::Logs { name, tail, .. } => ("GET", format!("/_supervisor/logs/{name}?tail={tail}")),
     };
-    let (status, body) = client::request(&sock, method, &path, None).await?;
-    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let (status, answer) = client::request(&sock, method, &path, body).await?;
+    let v: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
     if !(200..300).contains(&status) {
         if args.json {
             println!("{v}");
@@ -40,6 +60,16 @@ pub async fn ctl(args: CtlArgs) -> anyhow::Result<i32> {
                 println!("{}", l["line"].as_str().unwrap_or(""));
             }
         }
+        CtlCommand::Env(EnvCommand::Keys) => {
+            for k in v["keys"].as_array().into_iter().flatten() {
+                println!("{}", k.as_str().unwrap_or(""));
+            }
+        }
+        CtlCommand::Env(_) => {
+            let list = |k: &str| v[k].as_array().into_iter().flatten().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(" ");
+            println!("set: {}\nunset: {}\nrestarted: {}", list("set"), list("unset"), list("restarted"));
+        }
+        CtlCommand::Token(_) => println!("new token written to {}", v["token_file"].as_str().unwrap_or("?")),
         _ => println!("{}: {}", v["name"].as_str().unwrap_or(""), v["state"].as_str().unwrap_or("")),
     }
     Ok(0)

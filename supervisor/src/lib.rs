@@ -6,7 +6,8 @@
 //! - [`engine`]: spawning, reaping, restarting and stopping services;
 //! - [`probe`]: tcp/http/cdp/exec/file probes;
 //! - [`logs`]: per-service output buffers;
-//! - [`api`]: the `/_supervisor/` control routes;
+//! - [`api`]: the `/_supervisor/` control routes, token auth and env injection;
+//! - [`proxy`], [`server`]: the port-3000 reverse proxy and public listener;
 //! - [`envfile`]: the app's `.env` file;
 //! - [`cli`], [`run`], [`ctl`], [`client`], [`logging`]: the binary's commands.
 
@@ -20,4 +21,6 @@ pub mod envfile;
 pub mod logging;
 pub mod logs;
 pub mod probe;
+pub mod proxy;
 pub mod run;
+pub mod server;

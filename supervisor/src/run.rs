@@ -1,7 +1,11 @@
 //! `supervisor run`: load the config, start the engine, serve the control socket, and
 //! shut everything down on SIGTERM/SIGINT (a second signal forces it).
 
+use crate::api::auth::TokenAuth;
+use crate::api::env::EnvStore;
 use crate::api::{self, ApiState};
+use crate::proxy::Upstream;
+use crate::server::{self, AppProxy};
 use crate::config::Config;
 use crate::engine::reaper::Reaper;
 use crate::engine::Supervisor;
@@ -17,12 +21,27 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
     std::fs::create_dir_all(&settings.runtime_dir)
         .map_err(|e| anyhow::anyhow!("cannot create runtime dir {}: {e}", settings.runtime_dir.display()))?;
     let socket = bind_socket(&settings.control_socket).await?;
+    let public = server::bind(&settings.listen).await?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
 
     tracing::info!(config = %cfg.source, services = cfg.services.len(), "starting");
     let sup = Supervisor::start(cfg, reaper).map_err(|e| anyhow::anyhow!(e))?;
-    let state = ApiState { sup: sup.clone(), cpu: Arc::default() };
+    let state = ApiState {
+        sup: sup.clone(),
+        cpu: Arc::default(),
+        env: Arc::new(EnvStore::new(settings.env_file.clone(), app_owner(&settings.app_dir))),
+        token_file: settings.token_file.clone(),
+    };
+    sup.set_injected_env(state.env.values());
+    let app = Arc::new(AppProxy {
+        upstream: Upstream::new(&settings.proxy_upstream),
+        service: settings.proxy_service.clone(),
+        sup: sup.clone(),
+    });
+    let auth = TokenAuth::new(settings.token_file.clone());
+    tokio::spawn(server::serve(public, server::public_router(state.clone(), auth, app)));
+    tracing::info!(listen = %settings.listen, "public listener up");
     tokio::spawn(async move {
         if let Err(e) = axum::serve(socket, api::socket_router(state)).await {
             tracing::error!("control socket stopped: {e}");
@@ -77,3 +96,9 @@ async fn log_when_ready(sup: Arc<Supervisor>) {
     }
 }
 
+
+/// The owner (uid, gid) of the app dir: the account the `.env` file is written for.
+fn app_owner(app_dir: &Path) -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(app_dir).ok().map(|m| (m.uid(), m.gid()))
+}

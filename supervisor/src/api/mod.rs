@@ -1,6 +1,8 @@
 //! The control API under `/_supervisor/` (SPEC §5), one router served on the unix
 //! control socket and, behind token auth, on the public listener.
 
+pub mod auth;
+pub mod env;
 mod error;
 pub mod status;
 
@@ -27,6 +29,10 @@ pub struct ApiState {
     pub sup: Arc<Supervisor>,
     /// CPU sampler for `status`.
     pub cpu: Arc<status::CpuSampler>,
+    /// The app's env file.
+    pub env: Arc<env::EnvStore>,
+    /// The token file (rotated over the socket only).
+    pub token_file: std::path::PathBuf,
 }
 
 /// The routes that need no token: liveness and readiness of the supervisor.
@@ -41,14 +47,21 @@ pub fn token_routes() -> Router<ApiState> {
         .route("/_supervisor/events", get(events))
         .route("/_supervisor/logs/{name}", get(logs))
         .route("/_supervisor/services/{name}/{action}", post(service_action))
+        .route("/_supervisor/env", get(env::get_env).post(env::post_env))
+}
+
+/// Routes only the unix socket serves (root's tools).
+fn socket_only_routes() -> Router<ApiState> {
+    Router::new().route("/_supervisor/token/rotate", post(rotate_token))
 }
 
 /// The router served on the unix socket: every route, no token (the socket is 0600).
 pub fn socket_router(state: ApiState) -> Router {
-    open_routes().merge(token_routes()).fallback(not_found).with_state(state)
+    open_routes().merge(token_routes()).merge(socket_only_routes()).fallback(not_found).with_state(state)
 }
 
-async fn not_found() -> ApiError {
+/// JSON 404 for routes that do not exist.
+pub async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
 }
 
@@ -130,4 +143,18 @@ async fn service_action(State(st): State<ApiState>, Path((name, action)): Path<(
     .await;
     let now = st.sup.status(&name).unwrap_or(before);
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"name": name, "action": action, "state": now.state, "pid": now.pid}))).into_response())
+}
+
+/// `POST /_supervisor/token/rotate` (socket only): writes a fresh random token to the
+/// token file (0600, atomically); answers with the path, never the token.
+async fn rotate_token(State(st): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    use rand::RngCore;
+    let mut raw = [0u8; 32];
+    rand::rng().fill_bytes(&mut raw);
+    let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    crate::envfile::write_atomic(&st.token_file, &format!("{token}\n"), None).map_err(|e| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "token_write_failed", format!("cannot write {}: {e}", st.token_file.display()))
+    })?;
+    tracing::info!(path = %st.token_file.display(), "token rotated");
+    Ok(Json(serde_json::json!({"token_file": st.token_file})))
 }

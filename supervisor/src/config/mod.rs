@@ -85,6 +85,10 @@ pub struct Settings {
     pub env_file: PathBuf,
     /// Lines kept per service log ring buffer.
     pub log_lines: usize,
+    /// The service whose readiness gates the proxy.
+    pub proxy_service: String,
+    /// `HOST:PORT` the proxy forwards to.
+    pub proxy_upstream: String,
 }
 
 /// One checked service.

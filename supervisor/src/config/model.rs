@@ -37,6 +37,10 @@ pub struct SupervisorSection {
     pub env_file: Option<String>,
     /// Lines kept per service in its log ring buffer.
     pub log_lines: Option<usize>,
+    /// The service whose readiness gates the proxy (default `vite`).
+    pub proxy_service: Option<String>,
+    /// Where the proxy forwards to (default `127.0.0.1:<port of proxy_service>`, else `127.0.0.1:5173`).
+    pub proxy_upstream: Option<String>,
 }
 
 /// `on`/`off`, also accepted as a boolean.

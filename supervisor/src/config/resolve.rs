@@ -26,6 +26,8 @@ pub fn resolve(source: &str, config_dir: &Path, text: &str, ov: &Overrides) -> R
         token_file: path_or(&sv.token_file, runtime_dir.join("token")),
         env_file: path_or(&sv.env_file, app_dir.join(".env")),
         log_lines: sv.log_lines.unwrap_or(1000).max(1),
+        proxy_service: sv.proxy_service.clone().unwrap_or_else(|| "vite".into()),
+        proxy_upstream: String::new(),
         app_dir: app_dir.clone(),
         runtime_dir: runtime_dir.clone(),
         config_dir: config_dir.to_path_buf(),
@@ -37,10 +39,19 @@ pub fn resolve(source: &str, config_dir: &Path, text: &str, ov: &Overrides) -> R
         return Err(err("services", "no service is defined".into()));
     }
 
+    let mut settings = settings;
     let mut services = Vec::new();
     for (name, s) in &file.services {
         services.push(service(name, s, &vars, &settings).map_err(|(k, r)| err(&k, r))?);
     }
+    let proxied_port = services.iter().find(|s| s.name == settings.proxy_service).and_then(|s| s.port);
+    settings.proxy_upstream = match &sv.proxy_upstream {
+        Some(a) => {
+            check_host_port(a).map_err(|r| err("supervisor.proxy_upstream", r))?;
+            a.clone()
+        }
+        None => format!("127.0.0.1:{}", proxied_port.unwrap_or(5173)),
+    };
     check_references(&services).map_err(|(k, r)| err(&k, r))?;
     check_ports(&services, &settings.listen).map_err(|(k, r)| err(&k, r))?;
     let services = topo_order(services).map_err(|(k, r)| err(&k, r))?;

@@ -1,0 +1,160 @@
+//! The reverse proxy of port 3000: HTTP/1.1 with pooled keep-alive upstream connections
+//! and streamed bodies, WebSocket upgrades spliced byte for byte (subprotocol and query
+//! intact), and a "starting" answer while the upstream service is not ready.
+
+mod headers;
+mod starting;
+
+pub use headers::strip_hop_by_hop;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How long to wait for an upstream TCP connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long to wait for an upstream's response headers (bodies and upgraded streams are not limited).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One upstream address with its connection pool.
+pub struct Upstream {
+    addr: String,
+    client: Client<HttpConnector, Body>,
+}
+
+/// Why a request could not be forwarded.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// The upstream refused or did not accept the connection.
+    #[error("upstream {0} is not accepting connections")]
+    Unavailable(String),
+    /// The upstream took longer than [`HEADER_TIMEOUT`] to answer.
+    #[error("upstream {0} did not answer within {HEADER_TIMEOUT:?}")]
+    Timeout(String),
+    /// Anything else (bad request, broken connection).
+    #[error("proxy error: {0}")]
+    Other(String),
+}
+
+impl IntoResponse for ForwardError {
+    fn into_response(self) -> Response {
+        let (status, code) = match self {
+            ForwardError::Unavailable(_) => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
+            ForwardError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+            ForwardError::Other(_) => (StatusCode::BAD_GATEWAY, "proxy_error"),
+        };
+        crate::api::ApiError::new(status, code, self.to_string()).into_response()
+    }
+}
+
+/// Adjustments for one forwarded request.
+#[derive(Default, Clone)]
+pub struct Rewrite {
+    /// Replace the path (and query) sent upstream.
+    pub path_and_query: Option<String>,
+    /// Replace the `Host` header.
+    pub host: Option<String>,
+    /// Remove these request headers too (e.g. `origin`, `authorization`).
+    pub drop: &'static [&'static str],
+}
+
+impl Upstream {
+    /// An upstream at `addr` (`HOST:PORT`) with a keep-alive pool.
+    pub fn new(addr: &str) -> Self {
+        let mut conn = HttpConnector::new();
+        conn.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        conn.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(256)
+            .build(conn);
+        Upstream { addr: addr.to_string(), client }
+    }
+
+    /// The `HOST:PORT` it forwards to.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Forwards `req` (from `client`) and returns the upstream's answer, streaming.
+    pub async fn forward(&self, mut req: Request, client: SocketAddr, rw: &Rewrite) -> Result<Response, ForwardError> {
+        let upgrade = crate::api::auth::is_upgrade(&req).then(|| req.headers().get(header::UPGRADE).cloned()).flatten();
+        let pq = rw.path_and_query.clone().unwrap_or_else(|| req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_else(|| "/".into()));
+        let uri: Uri = format!("http://{}{}", self.addr, pq).parse().map_err(|e| ForwardError::Other(format!("bad uri: {e}")))?;
+        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        headers::for_upstream(&mut parts.headers, client.ip());
+        for h in rw.drop {
+            parts.headers.remove(*h);
+        }
+        if let Some(host) = &rw.host {
+            parts.headers.insert(header::HOST, HeaderValue::from_str(host).map_err(|e| ForwardError::Other(e.to_string()))?);
+        }
+        parts.uri = uri;
+        parts.version = axum::http::Version::HTTP_11;
+        if let (Some(proto), Some(on_client)) = (upgrade, client_upgrade) {
+            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, proto);
+            return self.forward_upgrade(hyper::Request::from_parts(parts, Body::empty()), on_client).await;
+        }
+        let fut = self.client.request(hyper::Request::from_parts(parts, body));
+        let resp = match tokio::time::timeout(HEADER_TIMEOUT, fut).await {
+            Err(_) => return Err(ForwardError::Timeout(self.addr.clone())),
+            Ok(Err(e)) if e.is_connect() => return Err(ForwardError::Unavailable(self.addr.clone())),
+            Ok(Err(e)) => return Err(ForwardError::Other(format!("{e}"))),
+            Ok(Ok(r)) => r,
+        };
+        Ok(downstream(resp))
+    }
+
+    /// A WebSocket (or other) upgrade: its own upstream connection; after `101` both
+    /// sides are spliced byte for byte until either closes.
+    async fn forward_upgrade(&self, req: hyper::Request<Body>, on_client: hyper::upgrade::OnUpgrade) -> Result<Response, ForwardError> {
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&self.addr)).await {
+            Ok(Ok(s)) => s,
+            _ => return Err(ForwardError::Unavailable(self.addr.clone())),
+        };
+        let _ = stream.set_nodelay(true);
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| ForwardError::Other(e.to_string()))?;
+        tokio::spawn(conn.with_upgrades());
+        let mut resp = match tokio::time::timeout(HEADER_TIMEOUT, sender.send_request(req)).await {
+            Err(_) => return Err(ForwardError::Timeout(self.addr.clone())),
+            Ok(Err(e)) => return Err(ForwardError::Other(e.to_string())),
+            Ok(Ok(r)) => r,
+        };
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(downstream(resp));
+        }
+        let on_upstream = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            match tokio::try_join!(on_client, on_upstream) {
+                Ok((c, u)) => {
+                    let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(u)).await;
+                }
+                Err(e) => tracing::debug!("upgrade failed: {e}"),
+            }
+        });
+        let (parts, _) = resp.into_parts();
+        Ok(Response::from_parts(parts, Body::empty()))
+    }
+}
+
+/// An upstream answer made fit for our client: hop-by-hop headers removed, HTTP/1.1.
+fn downstream(resp: hyper::Response<hyper::body::Incoming>) -> Response {
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    parts.version = axum::http::Version::HTTP_11;
+    Response::from_parts(parts, Body::new(body))
+}
+
+/// The answer while the app is not ready: a self-refreshing page for browsers, JSON otherwise.
+pub fn starting_response(req_accept: Option<&str>) -> Response {
+    starting::response(req_accept)
+}

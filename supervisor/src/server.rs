@@ -1,0 +1,70 @@
+//! The public listener (port 3000): `/_supervisor/healthz|readyz` open, every other
+//! `/_supervisor/` route behind the token, everything else proxied to the app.
+
+use crate::api::auth::{require_token, TokenAuth};
+use crate::api::{self, ApiState};
+use crate::engine::Supervisor;
+use crate::proxy::{starting_response, ForwardError, Rewrite, Upstream};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header;
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The app behind the proxy: its upstream and the service whose readiness gates it.
+pub struct AppProxy {
+    /// Where the app listens.
+    pub upstream: Upstream,
+    /// The service serving it (usually `vite`).
+    pub service: String,
+    /// The running stack.
+    pub sup: Arc<Supervisor>,
+}
+
+impl AppProxy {
+    fn app_ready(&self) -> bool {
+        self.sup.status(&self.service).is_none_or(|s| s.ready)
+    }
+}
+
+/// Builds the router of the public listener.
+pub fn public_router(state: ApiState, auth: Arc<TokenAuth>, app: Arc<AppProxy>) -> Router {
+    let protected: Router = api::token_routes()
+        .route("/_supervisor/{*rest}", axum::routing::any(api::not_found))
+        .route("/_supervisor", axum::routing::any(api::not_found))
+        .with_state(state.clone())
+        .layer(from_fn_with_state(auth, require_token));
+    api::open_routes().with_state(state).merge(protected).fallback_service(axum::routing::any(proxy_app).with_state(app))
+}
+
+/// Forwards a request to the app, or answers "starting" while it is not ready.
+async fn proxy_app(State(app): State<Arc<AppProxy>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request) -> Response {
+    let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).map(str::to_string);
+    if !app.app_ready() {
+        return starting_response(accept.as_deref());
+    }
+    match app.upstream.forward(req, peer, &Rewrite::default()).await {
+        Ok(r) => r,
+        Err(ForwardError::Unavailable(_)) => starting_response(accept.as_deref()),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Binds the public listener (fails at startup when the port is taken).
+pub async fn bind(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+}
+
+/// Serves `router` on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, router: Router) {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let svc = router.into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(e) = axum::serve(listener, svc).await {
+        tracing::error!("public listener stopped: {e}");
+    }
+}
