@@ -65,6 +65,8 @@ pub struct Stack {
     pub app_dir: PathBuf,
     /// Where the supervisor's stdout+stderr go.
     pub log_path: PathBuf,
+    /// The public listener (`--listen`), e.g. `127.0.0.1:41234`.
+    pub listen: String,
 }
 
 /// Options of [`Stack::start_with`].
@@ -110,14 +112,19 @@ impl Stack {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        if !opts.args.iter().any(|a| a == "--listen") {
-            cmd.arg("--listen").arg(format!("127.0.0.1:{}", free_port()));
-        }
+        let listen = match opts.args.iter().position(|a| a == "--listen") {
+            Some(i) => opts.args.get(i + 1).cloned().unwrap_or_default(),
+            None => {
+                let l = format!("127.0.0.1:{}", free_port());
+                cmd.arg("--listen").arg(&l);
+                l
+            }
+        };
         if !opts.args.iter().any(|a| a == "--service-user") {
             cmd.arg("--service-user").arg("");
         }
         let child = cmd.spawn().context("spawn supervisor")?;
-        let stack = Stack { dir, child: Some(child), tag, runtime_dir, app_dir, log_path };
+        let stack = Stack { dir, child: Some(child), tag, runtime_dir, app_dir, log_path, listen };
         stack.wait_for("the control socket", Duration::from_secs(20), |s| Ok(s.runtime_dir.join("control.sock").exists()))?;
         Ok(stack)
     }
@@ -125,6 +132,11 @@ impl Stack {
     /// The temp dir.
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// `http://<listen>` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.listen, path)
     }
 
     /// The supervisor's pid.
@@ -288,4 +300,53 @@ pub fn read_pid_file(path: &Path, limit: Duration) -> Result<i32> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// An HTTP answer as seen by curl.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// Status code (0 when curl could not connect).
+    pub status: u16,
+    /// Response headers, lowercase names.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    /// The body as JSON (Null if it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+    /// A response header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Runs curl (`-s`, 20 s max) with `args` (method, headers, data, URL) and parses the answer.
+pub fn curl(args: &[&str]) -> Reply {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hdr = dir.path().join("h");
+    let body = dir.path().join("b");
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "20", "-D"])
+        .arg(&hdr)
+        .arg("-o")
+        .arg(&body)
+        .args(["-w", "%{http_code}"])
+        .args(args)
+        .output()
+        .expect("run curl");
+    let status = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+    let headers = std::fs::read_to_string(&hdr)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())))
+        .collect();
+    Reply { status, headers, body: std::fs::read(&body).unwrap_or_default() }
 }

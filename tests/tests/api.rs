@@ -1,0 +1,316 @@
+//! The control API on the public listener: token auth (fail closed), env injection with
+//! every rule of SPEC §5 (validated against Vite's own `loadEnv`), and `ctl env|token`.
+
+use e2e::*;
+use serde_json::{json, Value};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::Command;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(30);
+
+/// A stack with one env-injection service that reports whether it sees SECRET_X.
+fn stack() -> anyhow::Result<Stack> {
+    Stack::start(
+        r#"
+[services.agent]
+command = ["sh", "-c", "if [ -n \"$SECRET_X\" ]; then echo has-secret-x; else echo no-secret-x; fi; exec sleep infinity"]
+env_injection = true
+[services.plain]
+command = ["sleep", "infinity"]
+"#,
+    )
+}
+
+fn with_token(s: &Stack) -> String {
+    let out = s.ctl(&["token", "rotate"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tok = std::fs::read_to_string(s.runtime_dir.join("token")).unwrap().trim().to_string();
+    assert_eq!(tok.len(), 64, "a 256-bit hex token");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&tok), "rotate never prints the token");
+    tok
+}
+
+fn post_env(s: &Stack, tok: &str, body: &str) -> Reply {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), body).unwrap();
+    let data = format!("@{}", f.path().display());
+    curl(&["-X", "POST", "-H", &format!("Authorization: Bearer {tok}"), "-H", "Content-Type: application/json", "--data-binary", &data, &s.url("/_supervisor/env")])
+}
+
+/// Vite's own `loadEnv` on a directory, through app-template's vite.
+fn vite_load_env(dir: &std::path::Path) -> Value {
+    let script = repo_root().join("supervisor/tests/envfile_node/roundtrip.mjs");
+    let vite = repo_root().join("app-template/node_modules/vite");
+    assert!(vite.exists(), "app-template/node_modules is missing: run scripts/setup.sh");
+    let out = Command::new("node").arg(&script).arg("--vite").arg(&vite).arg(dir).output().expect("node");
+    assert!(out.status.success(), "roundtrip.mjs: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap()).expect("json from loadEnv")
+}
+
+const TOKEN_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/_supervisor/status"),
+    ("GET", "/_supervisor/events"),
+    ("GET", "/_supervisor/logs/agent?tail=5"),
+    ("POST", "/_supervisor/services/plain/restart"),
+    ("GET", "/_supervisor/env"),
+    ("POST", "/_supervisor/env"),
+    ("GET", "/_supervisor/nonexistent"),
+];
+
+fn call(s: &Stack, method: &str, path: &str, auth: Option<&str>) -> Reply {
+    let mut args = vec!["-X", method, "--max-time", "2"];
+    let h;
+    if let Some(a) = auth {
+        h = format!("Authorization: {a}");
+        args.extend(["-H", &h]);
+    }
+    if method == "POST" {
+        args.extend(["-H", "Content-Type: application/json", "--data-binary", "{}"]);
+    }
+    let url = s.url(path);
+    args.push(&url);
+    curl(&args)
+}
+
+#[test]
+fn every_token_route_fails_closed() -> anyhow::Result<()> {
+    let s = stack()?;
+    s.wait_for("ready", T, |s| Ok(s.status()?["ready"] == true))?;
+    // No token file at all: even a "token" is refused.
+    for (m, p) in TOKEN_ROUTES {
+        let r = call(&s, m, p, Some("Bearer anything"));
+        assert_eq!(r.status, 401, "{m} {p} without a token file: {}", r.text());
+        assert_eq!(r.json()["error"]["code"], "unauthorized");
+    }
+    // An empty token file: an empty bearer is refused too.
+    std::fs::write(s.runtime_dir.join("token"), "\n")?;
+    for (m, p) in TOKEN_ROUTES {
+        assert_eq!(call(&s, m, p, Some("Bearer ")).status, 401, "{m} {p} with an empty token file");
+        assert_eq!(call(&s, m, p, None).status, 401);
+    }
+    let tok = with_token(&s);
+    let wrong = format!("{}x", &tok[..63]);
+    let truncated = &tok[..32];
+    for (m, p) in TOKEN_ROUTES {
+        for bad in [None, Some("Bearer nope".to_string()), Some(format!("Bearer {wrong}")), Some(format!("Bearer {truncated}")), Some(format!("Basic {tok}"))] {
+            let r = call(&s, m, p, bad.as_deref());
+            assert_eq!(r.status, 401, "{m} {p} with {bad:?}");
+        }
+        // ?token= counts only on WebSocket upgrades.
+        let sep = if p.contains('?') { '&' } else { '?' };
+        assert_eq!(call(&s, m, &format!("{p}{sep}token={tok}"), None).status, 401, "{m} {p} with ?token= and no upgrade");
+        let r = call(&s, m, p, Some(&format!("Bearer {tok}")));
+        assert_ne!(r.status, 401, "{m} {p} with the token: {}", r.text());
+    }
+    assert_eq!(call(&s, "GET", "/_supervisor/nonexistent", Some(&format!("bearer {tok}"))).status, 404, "scheme is case-insensitive");
+    // Open routes need nothing.
+    assert_eq!(call(&s, "GET", "/_supervisor/healthz", None).json(), json!({"status": "ok"}));
+    assert_eq!(call(&s, "GET", "/_supervisor/readyz", None).json(), json!({"ready": true}));
+    // Rotation: the old token stops working at once (the file is re-read on change).
+    let tok2 = with_token(&s);
+    assert_ne!(tok, tok2);
+    assert_eq!(call(&s, "GET", "/_supervisor/status", Some(&format!("Bearer {tok}"))).status, 401);
+    assert_eq!(call(&s, "GET", "/_supervisor/status", Some(&format!("Bearer {tok2}"))).status, 200);
+    let mode = std::fs::metadata(s.runtime_dir.join("token"))?.permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // The status over HTTP is the same document as ctl --json status.
+    let http = call(&s, "GET", "/_supervisor/status", Some(&format!("Bearer {tok2}"))).json();
+    let sock = s.status()?;
+    assert_eq!(http["services"].as_array().unwrap().len(), sock["services"].as_array().unwrap().len());
+    assert_eq!(http["services"][0]["pid"], sock["services"][0]["pid"]);
+    // A service action answers 202 with the new state; 404 for an unknown name.
+    let r = call(&s, "POST", "/_supervisor/services/plain/restart", Some(&format!("Bearer {tok2}")));
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(r.json()["name"], "plain");
+    assert!(r.json()["state"].is_string());
+    let r = call(&s, "POST", "/_supervisor/services/ghost/stop", Some(&format!("Bearer {tok2}")));
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["code"], "unknown_service");
+    Ok(())
+}
+
+/// Values that are hard to write so that Vite reads them back exactly.
+fn tricky_values() -> Vec<(String, String)> {
+    let v = [
+        "plain",
+        "",
+        "with spaces inside",
+        "  leading and trailing  ",
+        "tab\there",
+        "it's",
+        "say \"hi\"",
+        "back`tick",
+        "'single' and \"double\"",
+        "'single' and `back`",
+        "\"double\" and `back`",
+        "multi\nline\nvalue",
+        "quote ' and newline\nhere",
+        "hash # not a comment",
+        "#starts with hash",
+        "$HOME",
+        "${HOME}",
+        "pa$$word$1",
+        "\\$escaped",
+        "back\\slash\\",
+        "literal \\n two chars",
+        "\"\\n\" in quotes",
+        "ünïcödé ✓ 🚀",
+        "a=b=c",
+        "ends with quote'",
+        "postgres://u:p@host:5432/db?sslmode=require",
+        "\nINJECTED=1",
+    ];
+    v.iter().enumerate().map(|(i, v)| (format!("TRICKY_{i}"), v.to_string())).collect()
+}
+
+#[test]
+fn injected_values_read_back_exactly_through_vites_load_env() -> anyhow::Result<()> {
+    let s = stack()?;
+    let tok = with_token(&s);
+    let env_path = s.app_dir.join(".env");
+    std::fs::write(&env_path, "# hand-written\nEXISTING=keep me # comment\n\nOTHER='x'\n")?;
+    let values = tricky_values();
+    let set: serde_json::Map<String, Value> = values.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    let r = post_env(&s, &tok, &json!({"set": set}).to_string());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let loaded = vite_load_env(&s.app_dir);
+    for (k, v) in &values {
+        assert_eq!(loaded[k].as_str(), Some(v.as_str()), "{k} did not read back exactly: file:\n{}", std::fs::read_to_string(&env_path)?);
+    }
+    assert_eq!(loaded["EXISTING"], "keep me");
+    assert_eq!(loaded["OTHER"], "x");
+    assert!(loaded.get("INJECTED").is_none(), "a newline in a value must not create a key");
+    let text = std::fs::read_to_string(&env_path)?;
+    assert!(text.starts_with("# hand-written\nEXISTING=keep me # comment\n\nOTHER='x'\n"), "other lines kept:\n{text}");
+    // GET lists names only.
+    let keys = curl(&["-H", &format!("Authorization: Bearer {tok}"), &s.url("/_supervisor/env")]);
+    let list: Vec<String> = keys.json()["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
+    assert!(list.contains(&"TRICKY_0".to_string()) && list.contains(&"EXISTING".to_string()));
+    assert!(!list.contains(&"INJECTED".to_string()));
+    assert!(!keys.text().contains("keep me"), "values never listed");
+    // Replace and unset in one go.
+    let r = post_env(&s, &tok, r#"{"set":{"TRICKY_11":"now one line"},"unset":["TRICKY_0","OTHER"]}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["set"], json!(["TRICKY_11"]));
+    assert_eq!(r.json()["unset"], json!(["TRICKY_0", "OTHER"]));
+    let loaded = vite_load_env(&s.app_dir);
+    assert_eq!(loaded["TRICKY_11"], "now one line");
+    assert!(loaded.get("TRICKY_0").is_none() && loaded.get("OTHER").is_none());
+    assert_eq!(loaded["TRICKY_12"], "quote ' and newline\nhere");
+    // The file: 0600, owned by the app dir's owner.
+    let meta = std::fs::metadata(&env_path)?;
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(meta.uid(), std::fs::metadata(&s.app_dir)?.uid());
+    // No value ever reached the supervisor's output.
+    let log = std::fs::read_to_string(&s.log_path)?;
+    for (_, v) in values.iter().filter(|(_, v)| v.len() > 6) {
+        assert!(!log.contains(v.as_str()), "a value leaked into the log: {v:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn bad_input_is_refused_and_leaves_the_file_byte_identical() -> anyhow::Result<()> {
+    let s = stack()?;
+    let tok = with_token(&s);
+    let env_path = s.app_dir.join(".env");
+    let original = "KEEP=1\n# note\nB='two'\n";
+    std::fs::write(&env_path, original)?;
+    let secret = "s3cr3t-value-never-echoed";
+    let big_value = "x".repeat(300 * 1024);
+    let many: serde_json::Map<String, Value> = (0..513).map(|i| (format!("K{i}"), Value::String("v".into()))).collect();
+    let cases: Vec<(u16, &str, String)> = vec![
+        (400, "invalid_key", json!({"set": {"GOOD": secret, "1BAD": secret}}).to_string()),
+        (400, "invalid_key", json!({"set": {"GOOD": secret, "BAD-KEY": secret}}).to_string()),
+        (400, "invalid_key", json!({"unset": ["no spaces"]}).to_string()),
+        (400, "invalid_value", json!({"set": {"GOOD": secret, "NUL": format!("a\u{0}{secret}")}}).to_string()),
+        (400, "unrepresentable_value", json!({"set": {"GOOD": secret, "QUOTES": format!("'\"`\n{secret}")}}).to_string()),
+        (400, "unrepresentable_value", json!({"set": {"CR": format!("a\r{secret}")}}).to_string()),
+        (400, "duplicate_key", json!({"set": {"A": secret}, "unset": ["A"]}).to_string()),
+        (400, "too_many_keys", json!({"set": many}).to_string()),
+        (400, "invalid_json", json!({"set": {"A": 5}}).to_string()),
+        (400, "invalid_json", json!({"set": {"A": secret}, "extra": 1}).to_string()),
+        (400, "invalid_json", format!("{{\"set\":{{\"A\":\"{secret}\"")),
+        (413, "payload_too_large", json!({"set": {"BIG": big_value}}).to_string()),
+    ];
+    for (want, code, body) in &cases {
+        let r = post_env(&s, &tok, body);
+        assert_eq!(r.status, *want, "{code}: {}", r.text());
+        assert_eq!(r.json()["error"]["code"], *code, "{}", r.text());
+        assert!(!r.text().contains(secret), "the error echoes a value: {}", r.text());
+        assert_eq!(std::fs::read_to_string(&env_path)?, original, "file changed by a refused request ({code})");
+    }
+    // Wrong content type.
+    let r = curl(&["-X", "POST", "-H", &format!("Authorization: Bearer {tok}"), "-H", "Content-Type: text/plain", "--data-binary", r#"{"set":{"A":"1"}}"#, &s.url("/_supervisor/env")]);
+    assert_eq!(r.status, 415);
+    assert_eq!(r.json()["error"]["code"], "unsupported_media_type");
+    // A huge body with no Content-Length (chunked) is cut off at the limit.
+    let big_file = s.path().join("big.json");
+    std::fs::write(&big_file, json!({"set": {"BIG": "y".repeat(2 << 20)}}).to_string())?;
+    let r = curl(&["-X", "POST", "-H", &format!("Authorization: Bearer {tok}"), "-H", "Content-Type: application/json", "-H", "Transfer-Encoding: chunked", "--data-binary", &format!("@{}", big_file.display()), &s.url("/_supervisor/env")]);
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(std::fs::read_to_string(&env_path)?, original);
+    let log = std::fs::read_to_string(&s.log_path)?;
+    assert!(!log.contains(secret), "a value reached the log");
+    // The same request without the bad entry goes through.
+    let r = post_env(&s, &tok, &json!({"set": {"GOOD": secret}}).to_string());
+    assert_eq!(r.status, 200);
+    assert!(!r.text().contains(secret));
+    Ok(())
+}
+
+#[test]
+fn concurrent_posts_all_land() -> anyhow::Result<()> {
+    let s = stack()?;
+    let tok = with_token(&s);
+    std::fs::write(s.app_dir.join(".env"), "BASE=1\n")?;
+    let handles: Vec<_> = (0..64)
+        .map(|i| {
+            let url = s.url("/_supervisor/env");
+            let tok = tok.clone();
+            std::thread::spawn(move || {
+                let body = json!({"set": {format!("KEY_{i}"): format!("value {i} with 'quote'")}}).to_string();
+                curl(&["-X", "POST", "-H", &format!("Authorization: Bearer {tok}"), "-H", "Content-Type: application/json", "--data-binary", &body, &url]).status
+            })
+        })
+        .collect();
+    let codes: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(codes.iter().all(|c| *c == 200), "{codes:?}");
+    let loaded = vite_load_env(&s.app_dir);
+    for i in 0..64 {
+        assert_eq!(loaded[format!("KEY_{i}")].as_str(), Some(format!("value {i} with 'quote'").as_str()), "KEY_{i} lost");
+    }
+    assert_eq!(loaded["BASE"], "1");
+    Ok(())
+}
+
+#[test]
+fn injection_restarts_env_injection_services_which_see_the_variable() -> anyhow::Result<()> {
+    let s = stack()?;
+    let tok = with_token(&s);
+    s.wait_for("agent up", T, |s| Ok(String::from_utf8_lossy(&s.ctl(&["logs", "agent"]).stdout).contains("no-secret-x")))?;
+    let plain0 = s.service("plain")?["pid"].clone();
+    let r = post_env(&s, &tok, r#"{"set":{"SECRET_X":"sk-abc"}}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["restarted"], json!(["agent"]));
+    s.wait_for("agent sees SECRET_X", T, |s| Ok(String::from_utf8_lossy(&s.ctl(&["logs", "agent"]).stdout).contains("has-secret-x")))?;
+    assert_eq!(s.service("agent")?["restarts"], 1);
+    assert_eq!(s.service("plain")?["pid"], plain0, "services without env_injection are left alone");
+    // ctl env shares the code: set, keys, unset.
+    let out = s.ctl(&["env", "set", "FROM_CTL=one two", "ALSO=x"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("one two"), "ctl never prints values");
+    let keys = String::from_utf8_lossy(&s.ctl(&["env", "keys"]).stdout).into_owned();
+    assert_eq!(keys.lines().collect::<Vec<_>>(), vec!["SECRET_X", "ALSO", "FROM_CTL"]);
+    assert!(s.ctl(&["env", "unset", "SECRET_X"]).status.success());
+    s.wait_for("agent restarted without SECRET_X", T, |s| {
+        let logs = String::from_utf8_lossy(&s.ctl(&["logs", "agent"]).stdout).into_owned();
+        Ok(logs.matches("no-secret-x").count() >= 2)
+    })?;
+    let bad = s.ctl(&["env", "set", "1BAD=x"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid key"));
+    assert_eq!(vite_load_env(&s.app_dir)["FROM_CTL"], "one two");
+    Ok(())
+}
