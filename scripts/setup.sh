@@ -19,7 +19,7 @@ fi
 rustup target list --installed | grep -qx x86_64-unknown-linux-musl || rustup target add x86_64-unknown-linux-musl
 
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
-for dir in app-template opt; do
+for dir in app-template opt tests/js; do
   if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
     echo "setup: npm ci in $dir"
     npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error

@@ -350,3 +350,46 @@ pub fn curl(args: &[&str]) -> Reply {
         .collect();
     Reply { status, headers, body: std::fs::read(&body).unwrap_or_default() }
 }
+
+/// A private copy of `app-template/` (its `node_modules` symlinked), so tests can edit
+/// `src/` freely. Returns the temp dir holding it at `<dir>/app`.
+pub fn copy_app_template() -> Result<tempfile::TempDir> {
+    let src = repo_root().join("app-template");
+    anyhow::ensure!(src.join("node_modules/.bin/vite").exists(), "app-template/node_modules is missing: run scripts/setup.sh");
+    let dir = tempfile::Builder::new().prefix("sup-app-").tempdir()?;
+    let dst = dir.path().join("app");
+    copy_tree(&src, &dst)?;
+    std::os::unix::fs::symlink(src.join("node_modules"), dst.join("node_modules"))?;
+    Ok(dir)
+}
+
+fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
+    std::fs::create_dir_all(dst)?;
+    for e in std::fs::read_dir(src)? {
+        let e = e?;
+        let name = e.file_name();
+        if name == "node_modules" || name == "dist" || name == ".env" {
+            continue;
+        }
+        let (from, to) = (e.path(), dst.join(&name));
+        if e.file_type()?.is_dir() {
+            copy_tree(&from, &to)?;
+        } else {
+            std::fs::copy(&from, &to)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `node tests/js/SCRIPT args...` and returns its one JSON line (fails with stderr).
+pub fn node_client(script: &str, args: &[&str]) -> Result<Value> {
+    let js = repo_root().join("tests/js");
+    anyhow::ensure!(js.join("node_modules").exists(), "tests/js/node_modules is missing: run scripts/setup.sh");
+    let out = Command::new("node").arg(js.join(script)).args(args).output()?;
+    if !out.status.success() {
+        bail!("{script} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().rev().find(|l| l.starts_with('{')).with_context(|| format!("{script} printed no JSON: {text}"))?;
+    Ok(serde_json::from_str(line)?)
+}

@@ -197,6 +197,8 @@ pub enum ProbeKind {
     Exec(Vec<String>),
     /// Path exists.
     File(PathBuf),
+    /// The X display (e.g. `:99`) completes an X11 connection setup.
+    X11(String),
 }
 
 impl ProbeKind {
@@ -211,6 +213,7 @@ impl ProbeKind {
             ProbeKind::Cdp(u) => format!("cdp {u}"),
             ProbeKind::Exec(argv) => format!("exec {}", argv.join(" ")),
             ProbeKind::File(p) => format!("file {}", p.display()),
+            ProbeKind::X11(d) => format!("x11 {d}"),
         }
     }
 }

@@ -193,6 +193,8 @@ pub struct ProbeSection {
     pub exec: Option<Vec<String>>,
     /// Path exists.
     pub file: Option<String>,
+    /// X display (`":99"`) answers an X11 connection setup.
+    pub x11: Option<String>,
     /// Wait before the first run.
     pub initial_delay: Option<Dur>,
     /// Interval once the probe has succeeded.

@@ -12,8 +12,10 @@ pub fn resolve(source: &str, config_dir: &Path, text: &str, ov: &Overrides) -> R
     let err = |key: &str, reason: String| ConfigError { file: source.to_string(), key: key.to_string(), reason };
     let file = parse(source, text)?;
 
-    let app_dir = ov.app_dir.clone().unwrap_or_else(|| PathBuf::from("/app"));
-    let runtime_dir = ov.runtime_dir.clone().unwrap_or_else(|| PathBuf::from("/run/supervisor"));
+    // Absolute, so `${APP_DIR}/...` means the same thing in every service's cwd.
+    let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+    let app_dir = abs(ov.app_dir.clone().unwrap_or_else(|| PathBuf::from("/app")));
+    let runtime_dir = abs(ov.runtime_dir.clone().unwrap_or_else(|| PathBuf::from("/run/supervisor")));
     let vars = Vars { app_dir: &app_dir, runtime_dir: &runtime_dir, config_dir };
     let sv = &file.supervisor;
     let path_or = |v: &Option<String>, default: PathBuf| v.as_ref().map(|s| PathBuf::from(vars.expand(s))).unwrap_or(default);
@@ -181,10 +183,10 @@ pub(crate) fn parse_signal(s: &str) -> Result<Signal, String> {
 
 /// Checks one probe table; errors carry a key suffix such as `.period`.
 fn probe(p: &ProbeSection, vars: &Vars) -> Result<ProbeSpec, KeyErr> {
-    let set = [p.tcp.is_some(), p.http.is_some(), p.cdp.is_some(), p.exec.is_some(), p.file.is_some()];
+    let set = [p.tcp.is_some(), p.http.is_some(), p.cdp.is_some(), p.exec.is_some(), p.file.is_some(), p.x11.is_some()];
     let n = set.iter().filter(|b| **b).count();
     if n != 1 {
-        return Err((String::new(), format!("a probe needs exactly one of tcp, http, cdp, exec, file (found {n})")));
+        return Err((String::new(), format!("a probe needs exactly one of tcp, http, cdp, exec, file, x11 (found {n})")));
     }
     if p.http.is_none() && (p.status.is_some() || !p.headers.is_empty()) {
         return Err((".status".into(), "status and headers apply only to an http probe".into()));
@@ -211,6 +213,11 @@ fn probe(p: &ProbeSection, vars: &Vars) -> Result<ProbeSpec, KeyErr> {
             return Err((".exec".into(), "the command is empty".into()));
         }
         ProbeKind::Exec(argv.iter().map(|a| vars.expand(a)).collect())
+    } else if let Some(d) = &p.x11 {
+        if !d.starts_with(':') || d.len() < 2 {
+            return Err((".x11".into(), format!("{d:?} is not a display such as \":99\"")));
+        }
+        ProbeKind::X11(d.clone())
     } else {
         ProbeKind::File(PathBuf::from(vars.expand(p.file.as_deref().unwrap_or_default())))
     };

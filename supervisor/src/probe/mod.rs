@@ -8,6 +8,7 @@
 
 mod cdp;
 pub mod http;
+mod x11;
 
 use crate::config::{ProbeKind, ProbeSpec};
 use crate::engine::reaper::Reaper;
@@ -29,7 +30,7 @@ pub enum Verdict {
 /// The retry interval while a probe has not (yet, or any more) passed.
 pub fn fast_interval(spec: &ProbeSpec) -> Duration {
     let fast = match spec.kind {
-        ProbeKind::Tcp(_) | ProbeKind::File(_) => Duration::from_millis(5),
+        ProbeKind::Tcp(_) | ProbeKind::File(_) | ProbeKind::X11(_) => Duration::from_millis(5),
         ProbeKind::Http { .. } | ProbeKind::Cdp(_) => Duration::from_millis(10),
         ProbeKind::Exec(_) => Duration::from_millis(50),
     };
@@ -60,6 +61,7 @@ async fn attempt_inner(kind: &ProbeKind, reaper: &Reaper, limit: Duration) -> Re
             }
         }
         ProbeKind::Cdp(base) => cdp::check(base).await,
+        ProbeKind::X11(display) => x11::check(display).await,
         ProbeKind::File(p) => {
             if tokio::fs::try_exists(p).await.unwrap_or(false) {
                 Ok(())

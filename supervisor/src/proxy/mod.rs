@@ -101,6 +101,7 @@ impl Upstream {
         if let (Some(proto), Some(on_client)) = (upgrade, client_upgrade) {
             parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, proto);
+            parts.uri = pq.parse().map_err(|e| ForwardError::Other(format!("bad uri: {e}")))?; // origin-form: conn::http1 sends the URI verbatim
             return self.forward_upgrade(hyper::Request::from_parts(parts, Body::empty()), on_client).await;
         }
         let fut = self.client.request(hyper::Request::from_parts(parts, body));

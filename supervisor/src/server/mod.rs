@@ -13,6 +13,9 @@ use axum::Router;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+pub mod passthrough;
+use passthrough::PassThrough;
+
 /// The app behind the proxy: its upstream and the service whose readiness gates it.
 pub struct AppProxy {
     /// Where the app listens.
@@ -29,13 +32,33 @@ impl AppProxy {
     }
 }
 
+/// The upstream addresses of the pass-through routes.
+pub struct PassThroughTargets {
+    /// Chromium's DevTools `HOST:PORT`.
+    pub cdp: String,
+    /// Playwright MCP `HOST:PORT`.
+    pub mcp: String,
+    /// The ACP service `HOST:PORT`.
+    pub acp: String,
+}
+
 /// Builds the router of the public listener.
-pub fn public_router(state: ApiState, auth: Arc<TokenAuth>, app: Arc<AppProxy>) -> Router {
-    let protected: Router = api::token_routes()
+pub fn public_router(state: ApiState, auth: Arc<TokenAuth>, app: Arc<AppProxy>, targets: &PassThroughTargets) -> Router {
+    let mut protected: Router = api::token_routes()
         .route("/_supervisor/{*rest}", axum::routing::any(api::not_found))
         .route("/_supervisor", axum::routing::any(api::not_found))
-        .with_state(state.clone())
-        .layer(from_fn_with_state(auth, require_token));
+        .with_state(state.clone());
+    let routes: [(&'static str, &'static str, &str, bool); 3] =
+        [("/_supervisor/cdp", "", &targets.cdp, true), ("/_supervisor/mcp", "/mcp", &targets.mcp, false), ("/_supervisor/acp", "/acp", &targets.acp, false)];
+    for (prefix, upstream_path, addr, cdp) in routes {
+        let pt = Arc::new(PassThrough { prefix, upstream_path, upstream: Upstream::new(addr), cdp });
+        let r: Router = Router::new()
+            .route(prefix, axum::routing::any(passthrough::forward))
+            .route(&format!("{prefix}/{{*rest}}"), axum::routing::any(passthrough::forward))
+            .with_state(pt);
+        protected = protected.merge(r);
+    }
+    let protected = protected.layer(from_fn_with_state(auth, require_token));
     api::open_routes().with_state(state).merge(protected).fallback_service(axum::routing::any(proxy_app).with_state(app))
 }
 

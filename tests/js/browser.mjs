@@ -1,0 +1,72 @@
+// Drives a real Chromium with Playwright to check that the app renders and that an
+// edit of src/App.tsx arrives by HMR, without a page reload. Prints one JSON line:
+//   {"before":"...","after":"...","reloaded":false,"hmr_ms":123}
+// Usage:
+//   node browser.mjs --cdp http://127.0.0.1:9222 [--token T] --page URL --file APP_TSX
+//   node browser.mjs --launch [--map HOST] --page URL --file APP_TSX
+// --cdp attaches to a running Chromium (the stack's own, or through /_supervisor/cdp);
+// --launch starts a headless /usr/bin/chromium that resolves HOST to 127.0.0.1.
+import { chromium } from "playwright-core";
+import { readFileSync, writeFileSync } from "node:fs";
+
+const arg = (name) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? process.argv[i + 1] : undefined;
+};
+const has = (name) => process.argv.includes(`--${name}`);
+const pageUrl = arg("page");
+const file = arg("file");
+const token = arg("token");
+
+let browser;
+let ownsBrowser = false;
+try {
+  if (has("launch")) {
+    const map = arg("map");
+    browser = await chromium.launch({
+      executablePath: "/usr/bin/chromium",
+      headless: true,
+      args: [
+        "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        ...(map ? [`--host-resolver-rules=MAP ${map} 127.0.0.1`] : []),
+      ],
+    });
+    ownsBrowser = true;
+  } else {
+    const headers = token ? { Authorization: `Bearer ${token}` } : undefined;
+    browser = await chromium.connectOverCDP(arg("cdp"), { headers, timeout: 20000 });
+  }
+  const context = browser.contexts()[0] || (await browser.newContext());
+  const page = await context.newPage();
+  await page.goto(pageUrl, { waitUntil: "load", timeout: 30000 });
+  const h1 = page.locator("h1");
+  await h1.waitFor({ timeout: 30000 });
+  const before = (await h1.textContent()).trim();
+  // Wait until the HMR client is connected, then mark the page: a reload loses the mark.
+  await page.waitForFunction(() => {
+    const entries = performance.getEntriesByType("resource").map((e) => e.name);
+    return entries.some((n) => n.includes("/@vite/client"));
+  }, null, { timeout: 15000 });
+  await page.evaluate(() => { window.__notReloaded = true; });
+  const marker = `Edited ${Date.now()}`;
+  const src = readFileSync(file, "utf8");
+  if (!src.includes(before)) throw new Error(`App.tsx does not contain ${JSON.stringify(before)}`);
+  const t0 = Date.now();
+  writeFileSync(file, src.replace(before, marker));
+  await page.waitForFunction((m) => document.querySelector("h1")?.textContent?.includes(m), marker, { timeout: 20000 });
+  const hmrMs = Date.now() - t0;
+  const after = (await h1.textContent()).trim();
+  const reloaded = !(await page.evaluate(() => window.__notReloaded === true));
+  writeFileSync(file, src);
+  await page.close();
+  console.log(JSON.stringify({ before, after, reloaded, hmr_ms: hmrMs }));
+} catch (e) {
+  console.error(String(e && e.stack ? e.stack : e));
+  process.exitCode = 1;
+} finally {
+  if (browser) {
+    if (ownsBrowser) await browser.close();
+    else await browser.close().catch(() => {}); // disconnects; the stack's Chromium keeps running
+  }
+}
