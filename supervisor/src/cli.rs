@@ -34,6 +34,18 @@ pub enum Command {
     },
     /// Talk to the running supervisor over its control socket.
     Ctl(CtlArgs),
+    /// Serve a stdio ACP agent over ACP's HTTP/WebSocket transport at /acp.
+    Acp {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:3002")]
+        listen: String,
+        /// The agent's working directory (default: the current one).
+        #[arg(long)]
+        cwd: Option<PathBuf>,
+        /// The agent command, after `--`.
+        #[arg(last = true, required = true)]
+        agent: Vec<String>,
+    },
 }
 
 /// Where the config is and what overrides it.

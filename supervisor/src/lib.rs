@@ -9,8 +9,10 @@
 //! - [`api`]: the `/_supervisor/` control routes, token auth and env injection;
 //! - [`proxy`], [`server`]: the port-3000 reverse proxy and public listener;
 //! - [`envfile`]: the app's `.env` file;
+//! - [`acp`]: `supervisor acp`, the agent behind ACP's HTTP/WebSocket transport;
 //! - [`cli`], [`run`], [`ctl`], [`client`], [`logging`]: the binary's commands.
 
+pub mod acp;
 pub mod api;
 pub mod cli;
 pub mod client;

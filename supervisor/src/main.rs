@@ -37,6 +37,15 @@ fn main() {
         Command::Ready { timeout, runtime_dir } => {
             runtime().block_on(ctl::ready(&runtime_dir, std::time::Duration::from_secs(timeout)))
         }
+        Command::Acp { listen, cwd, agent } => {
+            let _guard = logging::init(cli.log_format);
+            runtime().block_on(async {
+                supervisor::acp::run(supervisor::acp::AcpOptions { listen, cwd, agent }).await.unwrap_or_else(|e| {
+                    tracing::error!("{e:#}");
+                    1
+                })
+            })
+        }
         Command::Ctl(args) => runtime().block_on(async {
             ctl::ctl(args).await.unwrap_or_else(|e| {
                 eprintln!("error: {e:#}");

@@ -96,9 +96,12 @@ struct Vars<'a> {
 }
 
 impl Vars<'_> {
-    /// Expands `${APP_DIR}`, `${RUNTIME_DIR}`, `${CONFIG_DIR}`; other text is left as is.
+    /// Expands `${APP_DIR}`, `${RUNTIME_DIR}`, `${CONFIG_DIR}` and `${SUPERVISOR}` (this
+    /// binary's path); other text is left as is.
     fn expand(&self, s: &str) -> String {
-        s.replace("${APP_DIR}", &self.app_dir.to_string_lossy())
+        let exe = std::env::current_exe().map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|_| "supervisor".into());
+        s.replace("${SUPERVISOR}", &exe)
+            .replace("${APP_DIR}", &self.app_dir.to_string_lossy())
             .replace("${RUNTIME_DIR}", &self.runtime_dir.to_string_lossy())
             .replace("${CONFIG_DIR}", &self.config_dir.to_string_lossy())
     }

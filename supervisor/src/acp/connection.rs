@@ -1,0 +1,85 @@
+//! One transport connection (HTTP session or WebSocket) attached to the [`Bridge`], and
+//! the axum router: the official `AcpHttpServer` at `/acp` plus our `/health`.
+
+use super::bridge::Bridge;
+use agent_client_protocol::{Agent, Channel, Client, ConnectTo, ConnectionDriver};
+use agent_client_protocol_http::{AcpHttpServer, ServerOptions};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use futures_util::StreamExt;
+use std::sync::Arc;
+
+/// The agent side of one connection, as the transport server sees it.
+struct BridgeConnection(Arc<Bridge>);
+
+impl ConnectTo<Client> for BridgeConnection {
+    async fn connect_to(self, client: impl ConnectTo<Agent>) -> agent_client_protocol::Result<()> {
+        let (channel, driver) = self.into_channel_and_future();
+        let driver = driver.expect("bridge connections have a driver");
+        let (a, b) = tokio::join!(driver, ConnectTo::<Client>::connect_to(channel, client));
+        a.and(b)
+    }
+
+    fn into_channel_and_future(self) -> (Channel, Option<ConnectionDriver>) {
+        let (ours, theirs) = Channel::duplex();
+        let bridge = self.0;
+        let driver = ConnectionDriver::new(async move {
+            let (mut from_client, to_client) = ours.into_parts();
+            let (tx, mut from_agent) = futures_channel::mpsc::unbounded();
+            let id = bridge.attach(tx);
+            tracing::info!(connection = id, "client attached");
+            // The transport aborts this future on DELETE / WebSocket close: detach on drop.
+            struct Detach(Arc<Bridge>, u64);
+            impl Drop for Detach {
+                fn drop(&mut self) {
+                    self.0.detach(self.1);
+                    tracing::info!(connection = self.1, "client detached");
+                }
+            }
+            let _detach = Detach(bridge.clone(), id);
+            loop {
+                tokio::select! {
+                    f = from_client.next() => match f {
+                        Some(frame) => {
+                            if let Err(e) = bridge.from_client(id, frame) {
+                                tracing::warn!(connection = id, "{e}");
+                                break;
+                            }
+                        }
+                        None => break,
+                    },
+                    f = from_agent.next() => match f {
+                        Some(frame) => {
+                            if to_client.unbounded_send(frame).is_err() {
+                                break;
+                            }
+                        }
+                        None => break,
+                    },
+                }
+            }
+            Ok(())
+        });
+        (theirs, Some(driver))
+    }
+}
+
+/// `/acp` (official transport) and `/health`.
+pub fn router(bridge: Arc<Bridge>) -> Router {
+    let b = bridge.clone();
+    let acp = AcpHttpServer::new(move || BridgeConnection(b.clone()))
+        .with_options(ServerOptions::default().with_health_endpoint(false))
+        .into_router();
+    let health = Router::new().route("/health", get(health)).with_state(bridge);
+    acp.merge(health)
+}
+
+async fn health(axum::extract::State(b): axum::extract::State<Arc<Bridge>>) -> impl IntoResponse {
+    if b.healthy() {
+        (StatusCode::OK, Json(serde_json::json!({"status": "ok", "agent_pid": b.agent_pid})))
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": "starting", "agent_pid": b.agent_pid})))
+    }
+}

@@ -1,0 +1,299 @@
+#!/usr/bin/env node
+// ACP client for the end-to-end suite, built on the official TypeScript SDK (@agentclientprotocol/sdk 2.4.0):
+//   http(s)://…  -> createHttpStream    (@agentclientprotocol/sdk/experimental/http-client; POST + SSE)
+//   ws(s)://…    -> createWebSocketStream (@agentclientprotocol/sdk/experimental/ws-client; with the `ws` package)
+//   -- CMD ARGS  -> spawns CMD and speaks ndjson on its stdio (acp.ndJsonStream), to check an agent directly
+//
+// Usage:
+//   node acp-client.mjs --url http://127.0.0.1:3002/acp [--token T] [--mode normal|cancel|env|pid|init]
+//                       [--cwd /tmp] [--prompt TEXT] [--timeout-ms 30000]
+//   node acp-client.mjs --mode normal -- node acp-agent.mjs
+//
+// --token T sends "Authorization: Bearer T" on every request: each HTTP POST/GET/DELETE, and the WebSocket
+// upgrade request (the `ws` constructor accepts headers). A "?token=" in --url is passed through untouched.
+//
+// Modes (after initialize and session/new with cwd --cwd, default "/tmp"):
+//   normal  prompt "hello"; the permission request is answered with the allow_once option
+//   cancel  prompt "slow"; after 2 agent_message_chunk updates, sends session/cancel
+//   env     prompt "env"
+//   pid     prompt "pid"
+//   init    initialize only (no session)
+// On success prints ONE JSON line on stdout, e.g.
+//   {"agent":"e2e-agent","stop":"end_turn","chunks":["chunk 1",…],"chunk_count":4,"permission_asked":true,
+//    "permission_option":"allow_once","session":"…","transport":"http","non_json_messages":0}
+//   non_json_messages counts payloads from the server that were not JSON objects (SSE events / WebSocket text
+//   frames), e.g. the agent's stray stdout line relayed verbatim instead of dropped; the SDK skips them.
+// Exit codes: 0 ok; 1 error (transport/protocol/HTTP status; message on stderr); 2 timeout;
+//             3 the turn completed but not as the mode expects (JSON still printed, reason on stderr).
+import * as acp from "@agentclientprotocol/sdk";
+import { createHttpStream } from "@agentclientprotocol/sdk/experimental/http-client";
+import { createWebSocketStream } from "@agentclientprotocol/sdk/experimental/ws-client";
+import { WebSocket } from "ws";
+import { spawn } from "node:child_process";
+import { Readable, Writable } from "node:stream";
+
+const USAGE =
+  "usage: acp-client.mjs --url http(s)|ws(s)://HOST:PORT/acp [--token T] [--mode normal|cancel|env|pid|init] " +
+  "[--cwd DIR] [--prompt TEXT] [--timeout-ms N]  |  acp-client.mjs [--mode M] -- AGENT_CMD ARGS...";
+const MODES = ["normal", "cancel", "env", "pid", "init"];
+let child = null; // the spawned agent in stdio mode
+
+function die(code, msg) {
+  process.stderr.write(`acp-client: ${msg}\n`);
+  cleanup();
+  process.exit(code);
+}
+
+function parseArgs(argv) {
+  const o = { mode: "normal", cwd: "/tmp", timeoutMs: 30_000, cmd: null };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === "--") { o.cmd = argv.slice(i + 1); break; }
+    const eq = a.indexOf("=");
+    const [key, inline] = a.startsWith("--") && eq > 0 ? [a.slice(0, eq), a.slice(eq + 1)] : [a, undefined];
+    const val = () => {
+      if (inline !== undefined) return inline;
+      if (i + 1 >= argv.length) die(1, `missing value for ${key}\n${USAGE}`);
+      return argv[++i];
+    };
+    switch (key) {
+      case "--url": o.url = val(); break;
+      case "--token": o.token = val(); break;
+      case "--mode": o.mode = val(); break;
+      case "--cwd": o.cwd = val(); break;
+      case "--prompt": o.prompt = val(); break;
+      case "--timeout-ms": o.timeoutMs = Number(val()); break;
+      case "-h": case "--help": process.stdout.write(USAGE + "\n"); process.exit(0);
+      default: die(1, `unknown argument ${JSON.stringify(a)}\n${USAGE}`);
+    }
+  }
+  if (!MODES.includes(o.mode)) die(1, `unknown --mode ${JSON.stringify(o.mode)} (expected ${MODES.join("|")})`);
+  if (!Number.isFinite(o.timeoutMs) || o.timeoutMs <= 0) die(1, "--timeout-ms must be a positive number");
+  if (!o.url === !(o.cmd && o.cmd.length)) die(1, `give exactly one of --url or -- AGENT_CMD\n${USAGE}`);
+  return o;
+}
+
+const opts = parseArgs(process.argv.slice(2));
+let phase = "connect";
+const closers = []; // promises that settle once the transport has been torn down (DELETE sent / socket closed)
+
+function cleanup() {
+  if (child && child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+}
+
+// Best-effort teardown used on timeout, so the server does not keep an agent alive for a client that is gone:
+// HTTP: DELETE the ACP connection (its id is learnt from the initialize response); ws: close the socket.
+let connectionId = null;
+const sockets = [];
+async function abortTransport() {
+  for (const ws of sockets) try { ws.terminate(); } catch {}
+  if (connectionId && opts.url) {
+    const headers = { "Acp-Connection-Id": connectionId };
+    if (opts.token) headers.Authorization = `Bearer ${opts.token}`;
+    await fetch(opts.url, { method: "DELETE", headers, signal: AbortSignal.timeout(2000) }).catch(() => undefined);
+  }
+}
+
+const timer = setTimeout(async () => {
+  const msg = `timeout after ${opts.timeoutMs} ms during ${phase} (${opts.url ?? opts.cmd.join(" ")})`;
+  await abortTransport();
+  die(2, msg);
+}, opts.timeoutMs);
+
+// Non-JSON payloads the server relayed to us (e.g. an agent's stray stdout line passed through verbatim).
+// The SDK skips them: over SSE with a console.warn, over WebSocket by answering a parse error. Count both.
+let nonJsonMessages = 0;
+const sdkWarn = console.warn.bind(console);
+console.warn = (...args) => {
+  if (typeof args[0] === "string" && /^(Failed to parse SSE JSON payload|Skipping SSE payload)/.test(args[0])) {
+    nonJsonMessages++;
+    process.stderr.write(`acp-client: server sent a non-JSON SSE payload: ${args[0]}\n`);
+    return;
+  }
+  sdkWarn(...args);
+};
+
+// ---- transport -------------------------------------------------------------------------------------------
+function makeStream() {
+  const headers = opts.token ? { Authorization: `Bearer ${opts.token}` } : undefined;
+  if (opts.cmd) {
+    child = spawn(opts.cmd[0], opts.cmd.slice(1), { stdio: ["pipe", "pipe", "inherit"] });
+    child.on("error", (e) => die(1, `cannot spawn ${opts.cmd[0]}: ${e.message}`));
+    closers.push(
+      new Promise((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.once("exit", resolve);
+      }),
+    );
+    // Drop (and count) non-JSON stdout lines, as a bridge should, before the SDK's ndjson parser sees them.
+    let buf = "";
+    const dec = new TextDecoder();
+    const enc = new TextEncoder();
+    const filterLines = (lines) =>
+      lines.filter((line) => {
+        if (!line.trim()) return false;
+        try { JSON.parse(line); return true; } catch {}
+        nonJsonMessages++;
+        process.stderr.write(`acp-client: agent wrote a non-JSON stdout line: ${JSON.stringify(line.slice(0, 200))}\n`);
+        return false;
+      });
+    const jsonOnly = new TransformStream({
+      transform(bytes, controller) {
+        buf += dec.decode(bytes, { stream: true });
+        const lines = buf.split("\n");
+        buf = lines.pop();
+        for (const line of filterLines(lines)) controller.enqueue(enc.encode(line + "\n"));
+      },
+      flush(controller) {
+        for (const line of filterLines([buf])) controller.enqueue(enc.encode(line + "\n"));
+      },
+    });
+    const agentOut = Readable.toWeb(child.stdout).pipeThrough(jsonOnly);
+    return { transport: "stdio", stream: acp.ndJsonStream(Writable.toWeb(child.stdin), agentOut) };
+  }
+  let url;
+  try { url = new URL(opts.url); } catch { die(1, `invalid --url ${JSON.stringify(opts.url)}`); }
+  if (url.protocol === "http:" || url.protocol === "https:") {
+    // Wrap fetch only to learn the Acp-Connection-Id and when the SDK's DELETE (sent on close) has completed.
+    const trackingFetch = (input, init) => {
+      const p = globalThis.fetch(input, init);
+      if (init?.method === "DELETE") closers.push(p.then((r) => r.body?.cancel(), () => undefined));
+      else if (!connectionId) p.then((r) => { connectionId ??= r.headers.get("acp-connection-id"); }, () => undefined);
+      return p;
+    };
+    return { transport: "http", stream: createHttpStream(opts.url, { headers, fetch: trackingFetch }) };
+  }
+  if (url.protocol === "ws:" || url.protocol === "wss:") {
+    // Subclass only to keep the socket and learn when it has closed; the SDK passes { headers } as the 3rd ctor argument.
+    class TrackedWebSocket extends WebSocket {
+      constructor(...args) {
+        super(...args);
+        sockets.push(this);
+        this.on("message", (data, isBinary) => {
+          if (isBinary) return;
+          const text = data.toString("utf8");
+          let ok = false;
+          try { const v = JSON.parse(text); ok = v !== null && typeof v === "object" && !Array.isArray(v); } catch {}
+          if (!ok) {
+            nonJsonMessages++;
+            process.stderr.write(`acp-client: server sent a non-JSON WebSocket message: ${JSON.stringify(text.slice(0, 200))}\n`);
+          }
+        });
+        closers.push(new Promise((resolve) => this.once("close", resolve)));
+        // Without this, a refused upgrade (e.g. 401) only says "Unexpected server response: 401".
+        this.once("unexpected-response", (_req, res) => {
+          let body = "";
+          res.setEncoding("utf8");
+          res.on("data", (d) => { if (body.length < 2048) body += d; });
+          res.on("end", () => die(1, `WebSocket upgrade refused during ${phase}: HTTP ${res.statusCode} ${body.trim()}`));
+        });
+      }
+    }
+    return { transport: "ws", stream: createWebSocketStream(opts.url, { WebSocket: TrackedWebSocket, headers }) };
+  }
+  die(1, `unsupported URL scheme ${url.protocol} (use http, https, ws or wss)`);
+}
+
+function describeError(e) {
+  if (e instanceof acp.RequestError || (e && typeof e.code === "number")) {
+    const data = e.data === undefined ? "" : ` data=${JSON.stringify(e.data)}`;
+    return `JSON-RPC error ${e.code}: ${e.message}${data}`;
+  }
+  let msg = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+  for (let c = e?.cause, n = 0; c && n < 5; c = c.cause, n++) msg += ` (cause: ${c.code ? c.code + " " : ""}${c.message ?? c})`;
+  if (process.env.ACP_CLIENT_DEBUG && e?.stack) msg += `\n${e.stack}`;
+  return msg;
+}
+
+// ---- session ----------------------------------------------------------------------------------------------
+const { transport, stream } = makeStream();
+const chunks = [];
+const updates = [];
+let permissionAsked = false;
+let permissionOption = null;
+let onChunk = () => {};
+
+const app = acp
+  .client({ name: "e2e-acp-client" })
+  .onRequest(acp.methods.client.session.requestPermission, ({ params }) => {
+    permissionAsked = true;
+    const opt = params.options.find((o) => o.kind === "allow_once") ?? params.options[0];
+    if (!opt) return { outcome: { outcome: "cancelled" } };
+    permissionOption = opt.optionId;
+    return { outcome: { outcome: "selected", optionId: opt.optionId } };
+  })
+  .onNotification(acp.methods.client.session.update, ({ params }) => {
+    const u = params.update;
+    updates.push(u.sessionUpdate);
+    if (u.sessionUpdate === "agent_message_chunk" && u.content?.type === "text") {
+      chunks.push(u.content.text);
+      onChunk();
+    }
+  });
+
+let result;
+try {
+  result = await app.connectWith(stream, async (ctx) => {
+    phase = "initialize";
+    const init = await ctx.request(acp.methods.agent.initialize, {
+      protocolVersion: acp.PROTOCOL_VERSION,
+      clientCapabilities: { fs: { readTextFile: false, writeTextFile: false }, terminal: false },
+      clientInfo: { name: "e2e-acp-client", version: "1.0.0" },
+    });
+    const out = { agent: init.agentInfo?.name ?? null, protocol_version: init.protocolVersion, transport };
+    if (opts.mode === "init") return out;
+
+    phase = "session/new";
+    const { sessionId } = await ctx.request(acp.methods.agent.session.new, { cwd: opts.cwd, mcpServers: [] });
+    out.session = sessionId;
+
+    const text = opts.prompt ?? { normal: "hello", cancel: "slow", env: "env", pid: "pid" }[opts.mode];
+    phase = `session/prompt ${JSON.stringify(text)}`;
+    let cancelSent = false;
+    let cancelError = null;
+    if (opts.mode === "cancel") {
+      onChunk = () => {
+        if (chunks.length !== 2 || cancelSent) return;
+        cancelSent = true;
+        phase = `session/prompt ${JSON.stringify(text)} (after session/cancel)`;
+        ctx.notify(acp.methods.agent.session.cancel, { sessionId }).catch((e) => { cancelError = e; });
+      };
+    }
+    const response = await ctx.request(acp.methods.agent.session.prompt, {
+      sessionId,
+      prompt: [{ type: "text", text }],
+    });
+    if (cancelError) { phase = "session/cancel"; throw cancelError; }
+    Object.assign(out, {
+      stop: response.stopReason,
+      chunks: [...chunks],
+      chunk_count: chunks.length,
+      permission_asked: permissionAsked,
+      permission_option: permissionOption,
+      cancel_sent: opts.mode === "cancel" ? cancelSent : undefined,
+    });
+    phase = "close";
+    return out;
+  });
+} catch (e) {
+  die(1, `error during ${phase} via ${transport} ${opts.url ?? opts.cmd.join(" ")}: ${describeError(e)}`);
+}
+
+// Let the transport finish its teardown (HTTP DELETE / WebSocket close / child exit), bounded.
+if (child) child.stdin.end();
+await Promise.race([Promise.allSettled(closers), new Promise((r) => setTimeout(r, 3000))]);
+clearTimeout(timer);
+cleanup();
+
+result.non_json_messages = nonJsonMessages;
+process.stdout.write(JSON.stringify(result) + "\n");
+
+const expected = { normal: "end_turn", cancel: "cancelled", env: "end_turn", pid: "end_turn" }[opts.mode];
+const problems = [];
+if (expected && result.stop !== expected) problems.push(`expected stopReason ${expected}, got ${result.stop}`);
+if (opts.mode === "normal" && !opts.prompt && !permissionAsked) problems.push("the agent never asked for permission");
+if (problems.length) {
+  process.stderr.write(`acp-client: mode ${opts.mode}: ${problems.join("; ")}\n`);
+  process.exit(3);
+}
+process.exit(0);
