@@ -155,6 +155,13 @@ impl Stack {
             .expect("run ctl")
     }
 
+    /// `ctl token rotate`, then the new token read from the token file.
+    pub fn rotate_token(&self) -> String {
+        let out = self.ctl(&["token", "rotate"]);
+        assert!(out.status.success(), "token rotate: {}", String::from_utf8_lossy(&out.stderr));
+        std::fs::read_to_string(self.runtime_dir.join("token")).expect("token file").trim().to_string()
+    }
+
     /// `ctl --json status`, parsed.
     pub fn status(&self) -> Result<Value> {
         let out = self.ctl(&["--json", "status"]);

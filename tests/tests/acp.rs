@@ -71,8 +71,7 @@ fn official_clients_complete_turns_over_http_and_websocket_directly_and_through_
     assert!(text.contains(&format!("CWD:{}", s.app_dir.display())), "{text}");
     assert!(text.contains("ENV:(unset)"), "{text}");
     // Through port 3000, with the token (header for HTTP; ?token= for the WebSocket).
-    assert!(s.ctl(&["token", "rotate"]).status.success());
-    let tok = std::fs::read_to_string(s.runtime_dir.join("token"))?.trim().to_string();
+    let tok = s.rotate_token();
     let http = format!("http://{}/_supervisor/acp", s.listen);
     assert_full_turn(&client(&http, "normal", Some(&tok))?);
     let ws = format!("ws://{}/_supervisor/acp?token={tok}", s.listen);
@@ -91,8 +90,7 @@ fn official_clients_complete_turns_over_http_and_websocket_directly_and_through_
 fn injected_env_restarts_the_service_and_reaches_the_agent() -> anyhow::Result<()> {
     let agent = fake_agent();
     let (s, port) = acp_stack(&["node", &agent], "")?;
-    assert!(s.ctl(&["token", "rotate"]).status.success());
-    let tok = std::fs::read_to_string(s.runtime_dir.join("token"))?.trim().to_string();
+    let tok = s.rotate_token();
     let pid0 = s.service("acp")?["pid"].clone();
     let r = curl(&[
         "-X", "POST", "-H", &format!("Authorization: Bearer {tok}"), "-H", "Content-Type: application/json",
@@ -113,7 +111,7 @@ fn killing_the_agent_fails_pending_requests_and_the_service_comes_back() -> anyh
     let url = format!("http://127.0.0.1:{port}/acp");
     let pid: i32 = client(&url, "pid", None)?["chunks"][0].as_str().unwrap().trim_start_matches("PID:").parse()?;
     // A slow turn is under way when the agent dies.
-    let mut slow = std::process::Command::new("node")
+    let slow = std::process::Command::new("node")
         .arg(repo_root().join("tests/js/acp-client.mjs"))
         .args(["--url", &url, "--prompt", "slow please", "--mode", "normal"])
         .stdout(std::process::Stdio::piped())

@@ -23,11 +23,9 @@ command = ["sleep", "infinity"]
 }
 
 fn with_token(s: &Stack) -> String {
-    let out = s.ctl(&["token", "rotate"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let tok = std::fs::read_to_string(s.runtime_dir.join("token")).unwrap().trim().to_string();
+    let tok = s.rotate_token();
     assert_eq!(tok.len(), 64, "a 256-bit hex token");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains(&tok), "rotate never prints the token");
+    assert!(tok.bytes().all(|b| b.is_ascii_hexdigit()));
     tok
 }
 
@@ -107,6 +105,10 @@ fn every_token_route_fails_closed() -> anyhow::Result<()> {
     // Open routes need nothing.
     assert_eq!(call(&s, "GET", "/_supervisor/healthz", None).json(), json!({"status": "ok"}));
     assert_eq!(call(&s, "GET", "/_supervisor/readyz", None).json(), json!({"ready": true}));
+    // `rotate` prints the file, never the token.
+    let out = s.ctl(&["token", "rotate"]);
+    let tok_now = std::fs::read_to_string(s.runtime_dir.join("token"))?.trim().to_string();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&tok_now), "rotate never prints the token");
     // Rotation: the old token stops working at once (the file is re-read on change).
     let tok2 = with_token(&s);
     assert_ne!(tok, tok2);

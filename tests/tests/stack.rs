@@ -66,11 +66,6 @@ fn print_boot(p: &Prod) -> anyhow::Result<Value> {
     Ok(st)
 }
 
-fn token(s: &Stack) -> String {
-    assert!(s.ctl(&["token", "rotate"]).status.success());
-    std::fs::read_to_string(s.runtime_dir.join("token")).unwrap().trim().to_string()
-}
-
 #[test]
 fn the_stack_boots_serves_the_app_and_hmr_reaches_browsers() -> anyhow::Result<()> {
     let _lock = fixed_ports_lock();
@@ -102,7 +97,7 @@ fn the_stack_boots_serves_the_app_and_hmr_reaches_browsers() -> anyhow::Result<(
 
     // CDP through /_supervisor/cdp: 401 without the token, a real CDP client with it.
     assert_eq!(curl(&["http://127.0.0.1:3000/_supervisor/cdp/json/version"]).status, 401);
-    let tok = token(s);
+    let tok = s.rotate_token();
     let v = curl(&["-H", &format!("Authorization: Bearer {tok}"), "http://127.0.0.1:3000/_supervisor/cdp/json/version"]);
     assert_eq!(v.status, 200);
     assert!(v.json()["webSocketDebuggerUrl"].as_str().unwrap().starts_with("ws://127.0.0.1:3000/_supervisor/cdp/devtools/browser/"), "{}", v.text());
@@ -148,7 +143,7 @@ fn mcp_works_and_survives_killing_vite_and_chromium() -> anyhow::Result<()> {
     let s = &p.stack;
     let direct = mcp("http://127.0.0.1:3001/mcp", None)?;
     assert_mcp_sees_the_app(&direct);
-    let tok = token(s);
+    let tok = s.rotate_token();
     assert_mcp_sees_the_app(&mcp("http://127.0.0.1:3000/_supervisor/mcp", Some(&tok))?);
     assert!(mcp("http://127.0.0.1:3000/_supervisor/mcp", Some("wrong")).is_err(), "wrong token refused");
 

@@ -79,6 +79,7 @@ impl Supervisor {
     /// Resolves service users and starts every service's runner. Errors when a named
     /// user does not exist.
     pub fn start(cfg: Config, reaper: Arc<Reaper>) -> Result<Arc<Supervisor>, String> {
+        let (started_ms, started) = (now_ms(), std::time::Instant::now());
         let mut senders = Vec::new();
         let mut statuses = IndexMap::new();
         for s in &cfg.services {
@@ -108,7 +109,7 @@ impl Supervisor {
             tokio::spawn(runner.run());
             services.insert(spec.name.clone(), ServiceHandle { spec, logs, ctl: ctl_tx });
         }
-        Ok(Arc::new(Supervisor { shared, services, settings: cfg.settings, started_ms: now_ms(), started: std::time::Instant::now() }))
+        Ok(Arc::new(Supervisor { shared, services, settings: cfg.settings, started_ms, started }))
     }
 
     /// The stack-wide settings.
