@@ -1,0 +1,483 @@
+//! The E2B template (`image/`), checked offline: no Docker engine, no E2B account, no
+//! node_modules in image/. The build context is the repository root (image/Dockerfile and
+//! image/template.ts say so). Checked: every COPY/ADD source exists in the context and is
+//! not dropped by image/Dockerfile.dockerignore; the image gets /opt/supervisor, /app and
+//! /usr/local/bin/supervisor from opt/, app-template/ and the static binary; the packages
+//! the stack runs are installed; the paths template.ts names exist; its start and ready
+//! commands are real subcommands of the binary with flags it accepts, and the start
+//! command's config passes `supervisor check`.
+
+use e2e::{repo_root, supervisor_bin};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// Where image/build-binary.sh leaves the static binary (relative to the repo root).
+const STATIC_BIN: &str = "target/x86_64-unknown-linux-musl/release/supervisor";
+
+/// One Dockerfile instruction: keyword (upper case), the words after it, its first line.
+#[derive(Debug)]
+struct Instr {
+    keyword: String,
+    words: Vec<String>,
+    line: usize,
+}
+
+impl Instr {
+    /// The text after the keyword, words joined by single spaces.
+    fn rest(&self) -> String {
+        self.words.join(" ")
+    }
+}
+
+/// A COPY/ADD: sources (relative to the context), destination, line.
+#[derive(Debug)]
+struct Copy {
+    sources: Vec<String>,
+    dest: String,
+    line: usize,
+}
+
+fn image_file(name: &str) -> PathBuf {
+    repo_root().join("image").join(name)
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// Line-based Dockerfile parsing: `\` continues a line, `#` lines are comments (also inside a
+/// continued instruction, as Docker does). No heredocs, no escape-directive changes.
+fn parse_dockerfile(text: &str) -> Vec<Instr> {
+    let mut out = Vec::new();
+    let mut cur: Option<(usize, String)> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let t = raw.trim();
+        if t.starts_with('#') || (t.is_empty() && cur.is_none()) {
+            continue;
+        }
+        let (cont, body) = match t.strip_suffix('\\') {
+            Some(b) => (true, b),
+            None => (false, t),
+        };
+        match cur.as_mut() {
+            Some((_, acc)) => {
+                acc.push(' ');
+                acc.push_str(body);
+            }
+            None => cur = Some((i + 1, body.to_string())),
+        }
+        if !cont {
+            let (line, acc) = cur.take().unwrap();
+            let mut words = acc.split_whitespace().map(str::to_string);
+            let keyword = words.next().unwrap_or_default().to_ascii_uppercase();
+            out.push(Instr { keyword, words: words.collect(), line });
+        }
+    }
+    assert!(cur.is_none(), "image/Dockerfile ends inside a `\\` continuation");
+    out
+}
+
+fn dockerfile() -> Vec<Instr> {
+    let instrs = parse_dockerfile(&read(&image_file("Dockerfile")));
+    assert!(!instrs.is_empty(), "image/Dockerfile has no instructions");
+    instrs
+}
+
+fn copies(instrs: &[Instr]) -> Vec<Copy> {
+    instrs
+        .iter()
+        .filter(|i| i.keyword == "COPY" || i.keyword == "ADD")
+        .map(|i| {
+            assert!(
+                !i.words.iter().any(|w| w.starts_with("--from")),
+                "image/Dockerfile:{}: COPY --from needs a second stage, which E2B's fromDockerfile rejects",
+                i.line
+            );
+            assert!(
+                !i.words.first().is_some_and(|w| w.starts_with('[')),
+                "image/Dockerfile:{}: use the plain `COPY src... dest` form (this test and E2B's parser read it word by word)",
+                i.line
+            );
+            let args: Vec<String> = i.words.iter().filter(|w| !w.starts_with("--")).cloned().collect();
+            assert!(args.len() >= 2, "image/Dockerfile:{}: {} needs a source and a destination: {}", i.line, i.keyword, i.rest());
+            let (dest, sources) = args.split_last().unwrap();
+            Copy { sources: sources.to_vec(), dest: dest.clone(), line: i.line }
+        })
+        .collect()
+}
+
+/// The context-relative path a COPY source names (`opt/` -> `opt`).
+fn source_path(src: &str) -> String {
+    src.trim_start_matches("./").trim_end_matches('/').to_string()
+}
+
+/// The repo path that ends up at `image_path` in the image, through the COPY whose destination
+/// holds it (`/opt/supervisor/supervisor.toml` -> `opt/supervisor.toml`).
+fn repo_path_of(image_path: &str, copies: &[Copy]) -> Option<PathBuf> {
+    for c in copies {
+        if c.sources.len() != 1 {
+            continue;
+        }
+        let src = source_path(&c.sources[0]);
+        if c.dest.ends_with('/') {
+            let dir = c.dest.trim_end_matches('/');
+            if let Some(rest) = image_path.strip_prefix(dir).and_then(|r| r.strip_prefix('/')) {
+                if repo_root().join(&src).is_dir() {
+                    return Some(repo_root().join(&src).join(rest));
+                }
+            }
+        } else if c.dest == image_path {
+            return Some(repo_root().join(&src));
+        }
+    }
+    None
+}
+
+fn static_bin_missing_message() -> String {
+    format!(
+        "{STATIC_BIN} does not exist: the image copies the static binary, so build it first with \
+         image/build-binary.sh (scripts/test.sh does, before the tests)"
+    )
+}
+
+#[test]
+fn dockerfile_is_one_stage_on_debian_bookworm_without_what_e2b_ignores_or_rejects() {
+    let instrs = dockerfile();
+    let froms: Vec<&Instr> = instrs.iter().filter(|i| i.keyword == "FROM").collect();
+    assert_eq!(froms.len(), 1, "image/Dockerfile must have exactly one FROM (E2B's fromDockerfile rejects multi-stage): {froms:?}");
+    assert_eq!(instrs[0].keyword, "FROM", "image/Dockerfile must start with FROM, found {} on line {}", instrs[0].keyword, instrs[0].line);
+    let base = froms[0].rest();
+    assert!(
+        base.contains("bookworm"),
+        "image/Dockerfile:{}: the base must be Debian 12 (bookworm), like the machines the tests run on; found `{base}`",
+        froms[0].line
+    );
+    for i in &instrs {
+        // E2B turns ENV/ARG into the sandbox's runtime env, USER/WORKDIR into its defaults,
+        // and CMD/ENTRYPOINT into a start command with a 20 s sleep as ready check;
+        // anything else it drops with a warning.
+        assert!(
+            matches!(i.keyword.as_str(), "FROM" | "RUN" | "COPY" | "ADD"),
+            "image/Dockerfile:{}: {} is not wanted here (E2B maps it to runtime defaults or drops it); \
+             set per-command variables inline and the start command in image/template.ts",
+            i.line,
+            i.keyword
+        );
+    }
+}
+
+#[test]
+fn dockerfile_copy_sources_exist_in_the_build_context() {
+    let instrs = dockerfile();
+    let copies = copies(&instrs);
+    assert!(!copies.is_empty(), "image/Dockerfile copies nothing");
+    let root = repo_root();
+    for c in &copies {
+        for src in &c.sources {
+            let rel = source_path(src);
+            assert!(
+                !src.starts_with('/') && !rel.split('/').any(|p| p == ".."),
+                "image/Dockerfile:{}: COPY source `{src}` must be inside the build context (the repo root)",
+                c.line
+            );
+            assert!(!rel.contains('*') && !rel.contains('?'), "image/Dockerfile:{}: name COPY sources literally, not `{src}`", c.line);
+            let path = root.join(&rel);
+            if rel == STATIC_BIN {
+                assert!(path.is_file(), "image/Dockerfile:{}: {}", c.line, static_bin_missing_message());
+            } else {
+                assert!(
+                    path.exists(),
+                    "image/Dockerfile:{}: COPY source `{src}` does not exist at {} (the build context is the repo root)",
+                    c.line,
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn dockerignore_keeps_every_copy_source_and_drops_node_modules_and_target() {
+    let path = image_file("Dockerfile.dockerignore");
+    let text = read(&path);
+    let patterns: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+    for must in ["**/node_modules", "target", ".git"] {
+        assert!(
+            patterns.contains(&must),
+            "{} must exclude `{must}` (the context is the repo root); patterns: {patterns:?}",
+            path.display()
+        );
+    }
+    // Literal patterns only (`**/` prefix allowed): a pattern drops a path if it names the
+    // path or one of its parent directories; a later `!pattern` brings it back (Docker's rules).
+    let drops = |pat: &str, p: &str| -> bool {
+        match pat.strip_prefix("**/") {
+            Some(name) => p.split('/').any(|c| c == name),
+            None => p == pat || p.starts_with(&format!("{pat}/")),
+        }
+    };
+    for c in copies(&dockerfile()) {
+        for src in &c.sources {
+            let rel = source_path(src);
+            let mut kept = true;
+            for pat in &patterns {
+                match pat.strip_prefix('!') {
+                    Some(p) if drops(p, &rel) => kept = true,
+                    None if drops(pat, &rel) => kept = false,
+                    _ => {}
+                }
+            }
+            assert!(kept, "image/Dockerfile:{}: COPY source `{src}` is excluded by {}: add `!{rel}`", c.line, path.display());
+        }
+    }
+}
+
+#[test]
+fn image_gets_opt_app_and_the_binary_at_their_destinations() {
+    let copies = copies(&dockerfile());
+    for (src, dest) in [("opt", "/opt/supervisor/"), ("app-template", "/app/"), (STATIC_BIN, "/usr/local/bin/supervisor")] {
+        assert!(
+            copies.iter().any(|c| c.dest == dest && c.sources.iter().any(|s| source_path(s) == src)),
+            "image/Dockerfile must COPY {src} to {dest}; its copies: {:?}",
+            copies.iter().map(|c| format!("line {}: {:?} -> {}", c.line, c.sources, c.dest)).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn dockerfile_installs_the_stack() {
+    let instrs = dockerfile();
+    let runs: Vec<String> = instrs.iter().filter(|i| i.keyword == "RUN").map(Instr::rest).collect();
+    // Debian packages: the words after `apt-get install` up to the next `&&` / `;`.
+    let mut packages = Vec::new();
+    for run in &runs {
+        let words: Vec<&str> = run.split_whitespace().collect();
+        for (k, w) in words.iter().enumerate() {
+            if *w == "install" && k > 0 && words[k - 1].ends_with("apt-get") {
+                packages.extend(
+                    words[k + 1..]
+                        .iter()
+                        .take_while(|w| !matches!(**w, "&&" | ";" | "||"))
+                        .filter(|w| !w.starts_with('-'))
+                        .map(|w| w.to_string()),
+                );
+            }
+        }
+    }
+    // chromium, xvfb, fonts: the browser; nftables: the port guard (opt/supervisor.toml asks
+    // for it); sudo: template.ts's start command; procps: ps/pgrep for people debugging.
+    for pkg in ["chromium", "xvfb", "fonts-liberation", "nftables", "sudo", "procps", "ca-certificates"] {
+        assert!(packages.iter().any(|p| p == pkg), "image/Dockerfile must apt-get install `{pkg}`; it installs {packages:?}");
+    }
+    let has = |needle: &[&str]| runs.iter().any(|r| needle.iter().all(|n| r.contains(n)));
+    assert!(
+        has(&["useradd", " user"]),
+        "image/Dockerfile must create the account `user` (opt/supervisor.toml's service_user) before chowning /app to it"
+    );
+    assert!(
+        has(&["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1", "npm ci", "/opt/supervisor"]),
+        "image/Dockerfile must `npm ci` in /opt/supervisor with PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 (Chromium comes from Debian); RUNs: {runs:#?}"
+    );
+    assert!(has(&["cd /app", "npm ci"]), "image/Dockerfile must `npm ci` in /app (with dev dependencies: vite is one); RUNs: {runs:#?}");
+    assert!(
+        runs.iter().any(|r| r.contains("npm ci") && r.contains("/app") && !r.contains("--omit=dev") && !r.contains("--production")),
+        "image/Dockerfile: /app needs its dev dependencies (vite); RUNs: {runs:#?}"
+    );
+    assert!(
+        has(&["chown -R user:user /app"]),
+        "image/Dockerfile must give /app to `user` (Vite and the agent write there); RUNs: {runs:#?}"
+    );
+    let useradd = runs.iter().position(|r| r.contains("useradd")).unwrap();
+    let chown = runs.iter().position(|r| r.contains("chown -R user:user /app")).unwrap();
+    assert!(useradd < chown, "image/Dockerfile: `user` must exist before /app is chowned to it (E2B creates it only after these steps)");
+}
+
+/// A `const NAME = '...'` (or "...") string literal from image/template.ts.
+fn ts_const(text: &str, name: &str) -> String {
+    let line = text
+        .lines()
+        .find(|l| {
+            let l = l.trim_start().trim_start_matches("export ").trim_start();
+            l.strip_prefix("const ").is_some_and(|r| r.trim_start().starts_with(&format!("{name} =")))
+        })
+        .unwrap_or_else(|| panic!("image/template.ts has no `const {name} = '...'`"));
+    let start = line.find(['\'', '"']).unwrap_or_else(|| panic!("image/template.ts: `{name}` is not a string literal: {line}"));
+    let quote = line[start..].chars().next().unwrap();
+    let rest = &line[start + 1..];
+    let end = rest.find(quote).unwrap_or_else(|| panic!("image/template.ts: unterminated string for `{name}`: {line}"));
+    rest[..end].to_string()
+}
+
+/// Every `path.join(here, '...')` / `path.resolve(here, '...')` in image/template.ts.
+fn ts_paths(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for call in ["path.join(here,", "path.resolve(here,"] {
+        let mut rest = text;
+        while let Some(at) = rest.find(call) {
+            rest = &rest[at + call.len()..];
+            let arg = rest.trim_start();
+            let q = arg
+                .chars()
+                .next()
+                .filter(|c| *c == '\'' || *c == '"')
+                .unwrap_or_else(|| panic!("image/template.ts: `{call}` takes a string literal here: {}", &arg[..arg.len().min(40)]));
+            let end = arg[1..].find(q).expect("unterminated string in image/template.ts");
+            out.push(arg[1..1 + end].to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn template_ts_builds_the_dockerfile_from_the_repo_root() {
+    let text = read(&image_file("template.ts"));
+    let paths = ts_paths(&text);
+    assert!(!paths.is_empty(), "image/template.ts names no files through path.join/resolve(here, ...)");
+    for p in &paths {
+        let full = repo_root().join("image").join(p);
+        assert!(full.exists(), "image/template.ts names `{p}`, but {} does not exist", full.display());
+    }
+    assert!(
+        text.contains(".fromDockerfile(path.join(here, 'Dockerfile'))"),
+        "image/template.ts must build from image/Dockerfile by absolute path (a relative path is read from the caller's cwd, and if missing the SDK takes the string as Dockerfile text)"
+    );
+    assert!(
+        text.contains("export const contextDir = path.resolve(here, '..')") && text.contains("fileContextPath: contextDir"),
+        "image/template.ts must set fileContextPath to the repo root (image/..), the context image/Dockerfile's COPY sources are relative to"
+    );
+    assert_eq!(
+        std::fs::canonicalize(repo_root().join("image").join("..")).unwrap(),
+        std::fs::canonicalize(repo_root()).unwrap(),
+        "image/.. is not the repo root"
+    );
+    for pat in ["**/node_modules", "**/node_modules/**"] {
+        assert!(
+            text.contains(&format!("'{pat}'")),
+            "image/template.ts must pass fileIgnorePatterns with '{pat}' (E2B does not read Dockerfile.dockerignore)"
+        );
+    }
+    assert!(text.contains(".setStartCmd(startCmd, readyCmd)"), "image/template.ts must call .setStartCmd(startCmd, readyCmd)");
+}
+
+fn run_bin(args: &[&str]) -> Output {
+    let bin = supervisor_bin();
+    Command::new(&bin).args(args).current_dir(repo_root()).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()))
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Splits a template.ts command into the binary's arguments: checks the optional `sudo` (the
+/// image must install it) and that the program is where the image puts the binary; maps
+/// every absolute path argument to the repo file the image copies there, which must exist.
+fn command_args(name: &str, cmd: &str, copies: &[Copy]) -> Vec<String> {
+    let mut words: Vec<&str> = cmd.split_whitespace().collect();
+    assert!(!words.is_empty(), "image/template.ts: {name} is empty");
+    if words[0] == "sudo" {
+        words.remove(0);
+    }
+    let program = words.first().copied().unwrap_or_default();
+    assert!(
+        program == "/usr/local/bin/supervisor" || program == "supervisor",
+        "image/template.ts: {name} `{cmd}` must run the supervisor (/usr/local/bin/supervisor), not `{program}`"
+    );
+    assert!(
+        copies.iter().any(|c| c.dest == "/usr/local/bin/supervisor" && c.sources.iter().any(|s| source_path(s) == STATIC_BIN)),
+        "image/Dockerfile must install {STATIC_BIN} as /usr/local/bin/supervisor, which {name} runs"
+    );
+    words[1..]
+        .iter()
+        .map(|w| {
+            if w.starts_with('/') {
+                let repo = repo_path_of(w, copies)
+                    .unwrap_or_else(|| panic!("image/template.ts: {name} names {w}, which no COPY in image/Dockerfile puts in the image"));
+                assert!(repo.exists(), "image/template.ts: {name} names {w}, copied from {}, which does not exist", repo.display());
+                repo.to_string_lossy().into_owned()
+            } else {
+                w.to_string()
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn start_command_runs_the_shipped_config() {
+    let text = read(&image_file("template.ts"));
+    let cmd = ts_const(&text, "startCmd");
+    let copies = copies(&dockerfile());
+    if cmd.starts_with("sudo ") {
+        assert!(
+            dockerfile().iter().any(|i| i.keyword == "RUN" && i.rest().contains(" sudo ")),
+            "image/template.ts's startCmd uses sudo: image/Dockerfile must install it"
+        );
+    }
+    let args = command_args("startCmd", &cmd, &copies);
+    assert_eq!(args.first().map(String::as_str), Some("run"), "image/template.ts: startCmd `{cmd}` must be `supervisor run ...`");
+    // The subcommand and every flag as written (clap rejects an unknown one before --help).
+    let mut help: Vec<&str> = args.iter().map(String::as_str).collect();
+    help.push("--help");
+    let out = run_bin(&help);
+    assert!(out.status.success(), "startCmd `{cmd}`: `supervisor {}` fails:\n{}", help.join(" "), show(&out));
+    // The same flags through `check`: the config the image ships validates.
+    let mut check: Vec<&str> = args.iter().map(String::as_str).collect();
+    check[0] = "check";
+    if !check.contains(&"--config") {
+        // `run` without --config reads /opt/supervisor/supervisor.toml: the image's copy of opt/.
+        let shipped =
+            repo_path_of("/opt/supervisor/supervisor.toml", &copies).expect("image/Dockerfile must COPY opt/ to /opt/supervisor/");
+        let out = run_bin(&["check", "--config", &shipped.to_string_lossy()]);
+        assert!(out.status.success(), "the config at /opt/supervisor/supervisor.toml fails `supervisor check`:\n{}", show(&out));
+    }
+    let out = run_bin(&check);
+    assert!(out.status.success(), "startCmd `{cmd}`: `supervisor {}` fails:\n{}", check.join(" "), show(&out));
+}
+
+#[test]
+fn ready_command_is_supervisor_ready_and_fails_while_nothing_runs() {
+    let text = read(&image_file("template.ts"));
+    let cmd = ts_const(&text, "readyCmd");
+    let args = command_args("readyCmd", &cmd, &copies(&dockerfile()));
+    assert_eq!(args.first().map(String::as_str), Some("ready"), "image/template.ts: readyCmd `{cmd}` must be `supervisor ready ...`");
+    let mut help: Vec<&str> = args.iter().map(String::as_str).collect();
+    help.push("--help");
+    let out = run_bin(&help);
+    assert!(out.status.success(), "readyCmd `{cmd}`: `supervisor {}` fails:\n{}", help.join(" "), show(&out));
+    // E2B snapshots once the ready command exits 0: with no supervisor running it must fail.
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = Instant::now();
+    let out = run_bin(&["ready", "--timeout", "1", "--runtime-dir", &dir.path().to_string_lossy()]);
+    assert!(!out.status.success(), "`supervisor ready` succeeded with no supervisor running:\n{}", show(&out));
+    assert!(t0.elapsed() < Duration::from_secs(10), "`supervisor ready --timeout 1` took {:?}", t0.elapsed());
+}
+
+#[test]
+fn shipped_config_passes_check_and_drops_services_to_user() {
+    let config = repo_root().join("opt/supervisor.toml");
+    let out = run_bin(&["check", "--config", &config.to_string_lossy()]);
+    assert!(
+        out.status.success(),
+        "opt/supervisor.toml (the image's /opt/supervisor/supervisor.toml) fails `supervisor check`:\n{}",
+        show(&out)
+    );
+    // The image creates `user`; the config must drop services to that very account.
+    let text = read(&config);
+    assert!(
+        text.lines().any(|l| l.split('#').next().unwrap().replace(' ', "") == "service_user=\"user\""),
+        "opt/supervisor.toml must set service_user = \"user\", the account image/Dockerfile creates"
+    );
+}
+
+#[test]
+fn static_binary_is_built() {
+    let path = repo_root().join(STATIC_BIN);
+    assert!(path.is_file(), "{}", static_bin_missing_message());
+    let out = Command::new(&path).arg("--version").output().unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
+    assert!(out.status.success(), "{} --version fails:\n{}", path.display(), show(&out));
+}
