@@ -105,7 +105,13 @@ async fn follow_logs(sock: &Path, name: &str, tail: usize) -> anyhow::Result<i32
 pub fn status_table(v: &Value) -> String {
     let mut out = String::new();
     let now = crate::engine::reaper::now_ms();
-    let _ = writeln!(out, "ready: {}   uptime: {}s", v["ready"], v["uptime_ms"].as_u64().unwrap_or(0) / 1000);
+    let g = &v["port_guard"];
+    let guard = match (g["enabled"].as_bool(), g["active"].as_bool()) {
+        (Some(true), Some(true)) => "active".to_string(),
+        (Some(true), _) => format!("NOT ACTIVE ({})", g["error"].as_str().unwrap_or("?")),
+        _ => "off".to_string(),
+    };
+    let _ = writeln!(out, "ready: {}   uptime: {}s   port guard: {guard}", v["ready"], v["uptime_ms"].as_u64().unwrap_or(0) / 1000);
     let _ = writeln!(out, "{:<16} {:<10} {:>8} {:>5} {:>8} {:>9} {:>6}  {}", "SERVICE", "STATE", "PID", "READY", "RESTARTS", "RSS", "CPU%", "INFO");
     for s in v["services"].as_array().into_iter().flatten() {
         let pid = s["pid"].as_i64().map(|p| p.to_string()).unwrap_or_else(|| "-".into());

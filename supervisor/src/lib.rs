@@ -9,6 +9,7 @@
 //! - [`api`]: the `/_supervisor/` control routes, token auth and env injection;
 //! - [`proxy`], [`server`]: the port-3000 reverse proxy and public listener;
 //! - [`envfile`]: the app's `.env` file;
+//! - [`guard`]: the firewall guard of the internal ports;
 //! - [`acp`]: `supervisor acp`, the agent behind ACP's HTTP/WebSocket transport;
 //! - [`cli`], [`run`], [`ctl`], [`client`], [`logging`]: the binary's commands.
 
@@ -20,6 +21,7 @@ pub mod config;
 pub mod ctl;
 pub mod engine;
 pub mod envfile;
+pub mod guard;
 pub mod logging;
 pub mod logs;
 pub mod probe;

@@ -9,6 +9,7 @@ use crate::server::{self, AppProxy};
 use crate::config::Config;
 use crate::engine::reaper::Reaper;
 use crate::engine::Supervisor;
+use crate::guard::PortGuard;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -26,13 +27,20 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
 
+    let guard = Arc::new(PortGuard::default());
+    if settings.port_guard {
+        let listen_port = settings.listen.parse::<std::net::SocketAddr>().map(|a| a.port()).ok();
+        let ports: Vec<u16> = cfg.services.iter().filter_map(|s| s.port).filter(|p| Some(*p) != listen_port).collect();
+        guard.install(&reaper, ports).await;
+    }
     tracing::info!(config = %cfg.source, services = cfg.services.len(), "starting");
-    let sup = Supervisor::start(cfg, reaper).map_err(|e| anyhow::anyhow!(e))?;
+    let sup = Supervisor::start(cfg, reaper.clone()).map_err(|e| anyhow::anyhow!(e))?;
     let state = ApiState {
         sup: sup.clone(),
         cpu: Arc::default(),
         env: Arc::new(EnvStore::new(settings.env_file.clone(), app_owner(&settings.app_dir))),
         token_file: settings.token_file.clone(),
+        guard: guard.clone(),
     };
     sup.set_injected_env(state.env.values());
     let app = Arc::new(AppProxy {
@@ -66,6 +74,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
         _ = term.recv() => { tracing::warn!("second signal: killing everything"); sup.kill_everything(); }
         _ = int.recv() => { tracing::warn!("second signal: killing everything"); sup.kill_everything(); }
     }
+    guard.remove(&reaper).await;
     let _ = std::fs::remove_file(&settings.control_socket);
     Ok(0)
 }

@@ -78,6 +78,8 @@ pub struct StackOptions {
     pub env: Vec<(String, String)>,
     /// Use this app dir instead of an empty temp one.
     pub app_dir: Option<PathBuf>,
+    /// Run the supervisor through this prefix (e.g. `ip netns exec NS`, which execs it).
+    pub wrapper: Vec<String>,
 }
 
 impl Stack {
@@ -97,7 +99,14 @@ impl Stack {
         std::fs::write(&cfg, config.replace("{DIR}", &dir.path().to_string_lossy()))?;
         let log_path = dir.path().join("supervisor.log");
         let log = std::fs::File::create(&log_path)?;
-        let mut cmd = Command::new(supervisor_bin());
+        let mut cmd = match opts.wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(supervisor_bin());
+                c
+            }
+            None => Command::new(supervisor_bin()),
+        };
         cmd.arg("run")
             .arg("--config")
             .arg(&cfg)
@@ -358,15 +367,25 @@ pub fn curl(args: &[&str]) -> Reply {
     Reply { status, headers, body: std::fs::read(&body).unwrap_or_default() }
 }
 
-/// A private copy of `app-template/` (its `node_modules` symlinked), so tests can edit
-/// `src/` freely. Returns the temp dir holding it at `<dir>/app`.
+/// A private copy of `app-template/` at `<dir>/app`, so tests can edit `src/` freely:
+/// sources copied; `node_modules/` a real directory of symlinks to the template's entries
+/// except `.vite`, so each copy has its own dep-optimizer cache (Vite writes it to
+/// `<root>/node_modules/.vite`) and parallel tests never share it.
 pub fn copy_app_template() -> Result<tempfile::TempDir> {
     let src = repo_root().join("app-template");
-    anyhow::ensure!(src.join("node_modules/.bin/vite").exists(), "app-template/node_modules is missing: run scripts/setup.sh");
+    let nm = src.join("node_modules");
+    anyhow::ensure!(nm.join(".bin/vite").exists(), "app-template/node_modules is missing: run scripts/setup.sh");
     let dir = tempfile::Builder::new().prefix("sup-app-").tempdir()?;
     let dst = dir.path().join("app");
     copy_tree(&src, &dst)?;
-    std::os::unix::fs::symlink(src.join("node_modules"), dst.join("node_modules"))?;
+    let own_nm = dst.join("node_modules");
+    std::fs::create_dir(&own_nm)?;
+    for e in std::fs::read_dir(&nm)? {
+        let name = e?.file_name();
+        if name != ".vite" {
+            std::os::unix::fs::symlink(nm.join(&name), own_nm.join(&name))?;
+        }
+    }
     Ok(dir)
 }
 
@@ -379,8 +398,11 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
             continue;
         }
         let (from, to) = (e.path(), dst.join(&name));
-        if e.file_type()?.is_dir() {
+        let ft = e.file_type()?;
+        if ft.is_dir() {
             copy_tree(&from, &to)?;
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&from)?, &to)?;
         } else {
             std::fs::copy(&from, &to)?;
         }

@@ -29,6 +29,7 @@ fn start_prod() -> anyhow::Result<Prod> {
             args: vec!["--listen".into(), "127.0.0.1:3000".into(), "--port-guard".into(), "off".into()],
             env: vec![("HOME".into(), home.to_string_lossy().into_owned())],
             app_dir: Some(app.path().join("app")),
+            ..Default::default()
         },
     )?;
     let ready = std::process::Command::new(supervisor_bin())

@@ -33,6 +33,8 @@ pub struct ApiState {
     pub env: Arc<env::EnvStore>,
     /// The token file (rotated over the socket only).
     pub token_file: std::path::PathBuf,
+    /// The port guard.
+    pub guard: Arc<crate::guard::PortGuard>,
 }
 
 /// The routes that need no token: liveness and readiness of the supervisor.
@@ -76,13 +78,13 @@ async fn readyz(State(st): State<ApiState>) -> Response {
 }
 
 async fn status_route(State(st): State<ApiState>) -> Json<status::StatusReport> {
-    Json(status::report(&st.sup, &st.cpu))
+    Json(status::report(&st.sup, &st.cpu, &st.guard))
 }
 
 /// SSE: a `snapshot` event with the whole status, then a `service` event per change.
 async fn events(State(st): State<ApiState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = st.sup.subscribe();
-    let snapshot = status::report(&st.sup, &st.cpu);
+    let snapshot = status::report(&st.sup, &st.cpu, &st.guard);
     let first = stream::once(async move { Ok(Event::default().event("snapshot").json_data(snapshot).expect("json")) });
     let changes = BroadcastStream::new(rx).filter_map(|m| async move {
         match m {

@@ -30,6 +30,8 @@ pub struct StatusReport {
     pub ready: bool,
     /// When the supervisor started (Unix ms), the base of `started_at`/`ready_at`.
     pub started_at: u64,
+    /// The firewall guard of the internal ports.
+    pub port_guard: crate::guard::GuardStatus,
     /// Services in start order.
     pub services: Vec<ServiceReport>,
 }
@@ -60,7 +62,7 @@ impl CpuSampler {
 }
 
 /// Builds the status document.
-pub fn report(sup: &Supervisor, cpu: &CpuSampler) -> StatusReport {
+pub fn report(sup: &Supervisor, cpu: &CpuSampler, guard: &crate::guard::PortGuard) -> StatusReport {
     let all = procs::all_pids().into_iter().filter_map(procs::stat).filter(|p| !p.zombie).collect::<Vec<_>>();
     let services = sup
         .statuses()
@@ -82,6 +84,7 @@ pub fn report(sup: &Supervisor, cpu: &CpuSampler) -> StatusReport {
         uptime_ms: sup.uptime_ms(),
         ready: sup.ready(),
         started_at: sup.started_ms(),
+        port_guard: guard.status(),
         services,
     }
 }

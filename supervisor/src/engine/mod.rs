@@ -2,6 +2,7 @@
 //! status board they publish on, and the stack-wide shutdown.
 
 pub mod backoff;
+pub mod command;
 pub mod kill;
 pub mod procs;
 pub mod reaper;
