@@ -10,6 +10,7 @@
 //! - [`proxy`], [`server`]: the port-3000 reverse proxy and public listener;
 //! - [`envfile`]: the app's `.env` file;
 //! - [`guard`]: the firewall guard of the internal ports;
+//! - [`resume`]: pause/resume detection and its grace period;
 //! - [`acp`]: `supervisor acp`, the agent behind ACP's HTTP/WebSocket transport;
 //! - [`cli`], [`run`], [`ctl`], [`client`], [`logging`]: the binary's commands.
 
@@ -26,5 +27,6 @@ pub mod logging;
 pub mod logs;
 pub mod probe;
 pub mod proxy;
+pub mod resume;
 pub mod run;
 pub mod server;

@@ -62,6 +62,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
         }
     });
     tokio::spawn(log_when_ready(sup.clone()));
+    tokio::spawn(crate::resume::watch(sup.clone(), settings.sandbox_id_file.clone(), settings.resume_grace));
 
     let which = tokio::select! {
         _ = term.recv() => "SIGTERM",

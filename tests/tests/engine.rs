@@ -270,3 +270,38 @@ required = false
     assert_eq!(s.status()?["ready"], true, "optional services do not count for readiness");
     Ok(())
 }
+
+#[test]
+fn after_a_resume_liveness_failures_wait_for_the_grace_period() -> anyhow::Result<()> {
+    // The sandbox id changes (as when E2B resumes a snapshot) while the liveness target
+    // is gone: no restart during the grace period; the probe decides after it.
+    let s = Stack::start(
+        r#"
+[supervisor]
+sandbox_id_file = "{DIR}/sandbox-id"
+resume_grace = "3s"
+[services.svc]
+command = ["sleep", "infinity"]
+liveness = { file = "{DIR}/alive", period = "100ms", failure_threshold = 2 }
+backoff = { initial = "10ms" }
+"#,
+    )?;
+    std::fs::write(s.path().join("sandbox-id"), "sbx-before")?;
+    std::fs::write(s.path().join("alive"), "")?;
+    s.wait_service("svc", T, "ready", |v| state(v) == "ready")?;
+    // The watcher (polling once a second) has read the first id.
+    s.wait_for("the first id seen", T, |s| Ok(std::fs::read_to_string(&s.log_path)?.contains("sandbox id seen")))?;
+    std::fs::write(s.path().join("sandbox-id"), "sbx-after")?;
+    s.wait_for("resume noticed", T, |s| Ok(s.status()?["resume_grace"] == true))?;
+    assert!(s.status()?["resumed_at"].as_u64().is_some());
+    std::fs::remove_file(s.path().join("alive"))?;
+    // Well past failure_threshold × period (200 ms), still inside the 3 s grace: no restart.
+    s.wait_for("liveness failure ignored", T, |s| {
+        Ok(std::fs::read_to_string(&s.log_path)?.contains("failing during the resume grace period"))
+    })?;
+    assert_eq!(s.service("svc")?["restarts"], 0, "no restart during the grace period");
+    // After the grace period the still-failing probe restarts it.
+    let v = s.wait_service("svc", T, "restarted after the grace", |v| v["restarts"].as_u64() >= Some(1))?;
+    assert_eq!(s.status()?["resume_grace"], false, "{v}");
+    Ok(())
+}

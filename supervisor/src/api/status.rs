@@ -32,6 +32,10 @@ pub struct StatusReport {
     pub started_at: u64,
     /// The firewall guard of the internal ports.
     pub port_guard: crate::guard::GuardStatus,
+    /// When the last pause/resume was seen (Unix ms), if ever.
+    pub resumed_at: Option<u64>,
+    /// A resume grace period is running (no restarts on liveness failures).
+    pub resume_grace: bool,
     /// Services in start order.
     pub services: Vec<ServiceReport>,
 }
@@ -85,6 +89,8 @@ pub fn report(sup: &Supervisor, cpu: &CpuSampler, guard: &crate::guard::PortGuar
         ready: sup.ready(),
         started_at: sup.started_ms(),
         port_guard: guard.status(),
+        resumed_at: crate::resume::last_resume_ms(),
+        resume_grace: sup.in_grace(),
         services,
     }
 }

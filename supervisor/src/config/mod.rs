@@ -89,6 +89,10 @@ pub struct Settings {
     pub proxy_service: String,
     /// `HOST:PORT` the proxy forwards to.
     pub proxy_upstream: String,
+    /// E2B's sandbox id file, watched for changes.
+    pub sandbox_id_file: PathBuf,
+    /// Grace period after a resume.
+    pub resume_grace: Duration,
 }
 
 /// One checked service.

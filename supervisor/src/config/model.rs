@@ -41,6 +41,10 @@ pub struct SupervisorSection {
     pub proxy_service: Option<String>,
     /// Where the proxy forwards to (default `127.0.0.1:<port of proxy_service>`, else `127.0.0.1:5173`).
     pub proxy_upstream: Option<String>,
+    /// E2B's sandbox id file; a change means the VM was resumed as a new sandbox.
+    pub sandbox_id_file: Option<String>,
+    /// After a resume, liveness and startup failures do not restart services for this long.
+    pub resume_grace: Option<Dur>,
 }
 
 /// `on`/`off`, also accepted as a boolean.

@@ -30,6 +30,8 @@ pub fn resolve(source: &str, config_dir: &Path, text: &str, ov: &Overrides) -> R
         log_lines: sv.log_lines.unwrap_or(1000).max(1),
         proxy_service: sv.proxy_service.clone().unwrap_or_else(|| "vite".into()),
         proxy_upstream: String::new(),
+        sandbox_id_file: path_or(&sv.sandbox_id_file, PathBuf::from("/run/e2b/.E2B_SANDBOX_ID")),
+        resume_grace: sv.resume_grace.map(Into::into).unwrap_or(Duration::from_secs(15)),
         app_dir: app_dir.clone(),
         runtime_dir: runtime_dir.clone(),
         config_dir: config_dir.to_path_buf(),

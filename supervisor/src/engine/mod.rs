@@ -32,6 +32,7 @@ pub(crate) struct Shared {
     events: broadcast::Sender<ServiceStatus>,
     injected: RwLock<Vec<(String, String)>>,
     shutting_down: AtomicBool,
+    grace_until: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Shared {
@@ -50,6 +51,11 @@ impl Shared {
 
     fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Within the grace period after a resume.
+    fn in_grace(&self) -> bool {
+        self.grace_until.lock().expect("grace").is_some_and(|t| tokio::time::Instant::now() < t)
     }
 }
 
@@ -101,6 +107,7 @@ impl Supervisor {
             events,
             injected: RwLock::new(Vec::new()),
             shutting_down: AtomicBool::new(false),
+            grace_until: std::sync::Mutex::new(None),
         });
         let mut services = IndexMap::new();
         for (spec, run_as, status) in senders {
@@ -166,6 +173,17 @@ impl Supervisor {
         let h = self.services.get(name).ok_or_else(|| UnknownService(name.to_string()))?;
         let _ = h.ctl.send(cmd).await;
         Ok(())
+    }
+
+    /// Starts a grace period (after a pause/resume): liveness and startup failures do not
+    /// restart services until it ends; the probes keep running and decide afterwards.
+    pub fn begin_grace(&self, grace: Duration) {
+        *self.shared.grace_until.lock().expect("grace") = Some(tokio::time::Instant::now() + grace);
+    }
+
+    /// Whether a resume grace period is running.
+    pub fn in_grace(&self) -> bool {
+        self.shared.in_grace()
     }
 
     /// Replaces the injected environment given to `env_injection` services.

@@ -276,6 +276,9 @@ impl Runner {
                         self.set(|s| if s.state == State::Starting { s.state = State::Running });
                         self.start_main_probes(&mut probes, ready_tx.clone(), live_tx.clone());
                     }
+                    Verdict::Fail if self.shared.in_grace() => {
+                        tracing::info!(service = %self.spec.name, "startup probe failing during the resume grace period; not restarting yet");
+                    }
                     Verdict::Fail => {
                         let why = "startup probe failed".to_string();
                         break self.stop(pid, &mut exit, &mut probes, Ended::Killed(why.clone(), None), &why).await;
@@ -294,7 +297,9 @@ impl Runner {
                     }
                 },
                 Some(v) = live_rx.recv() => {
-                    if v == Verdict::Fail {
+                    if v == Verdict::Fail && self.shared.in_grace() {
+                        tracing::info!(service = %self.spec.name, "liveness probe failing during the resume grace period; not restarting yet");
+                    } else if v == Verdict::Fail {
                         let why = "liveness probe failed".to_string();
                         break self.stop(pid, &mut exit, &mut probes, Ended::Killed(why.clone(), None), &why).await;
                     }

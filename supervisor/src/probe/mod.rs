@@ -105,9 +105,9 @@ async fn exec(argv: &[String], reaper: &Reaper, limit: Duration) -> Result<(), S
     }
 }
 
-/// Runs `spec` forever (until the receiver of `tx` is gone), sending a [`Verdict`] on
-/// every change of state. `passed_first` is whether the probe starts out as passed
-/// (liveness does: it only reports failures).
+/// Runs `spec` forever (until the receiver of `tx` is gone), sending `Pass` when it
+/// passes (after not passing) and `Fail` after every `failure_threshold` periods of
+/// failures. `passed_first` is whether the probe starts out as passed (liveness does).
 pub async fn run(spec: ProbeSpec, reaper: Arc<Reaper>, tx: mpsc::Sender<Verdict>, passed_first: bool) {
     sleep(spec.initial_delay).await;
     let mut passed = passed_first;
@@ -139,13 +139,13 @@ pub async fn run(spec: ProbeSpec, reaper: Arc<Reaper>, tx: mpsc::Sender<Verdict>
                     tracing::debug!(probe = %spec.kind.describe(), failures, "probe failed: {why}");
                 }
                 if failures >= spec.failure_threshold {
+                    // Reported again after every further threshold of failures, so a
+                    // verdict ignored (e.g. during a resume grace period) comes back.
                     failing_since = None;
                     failures = 0;
-                    if passed || !passed_first {
-                        passed = false;
-                        if tx.send(Verdict::Fail).await.is_err() {
-                            return;
-                        }
+                    passed = false;
+                    if tx.send(Verdict::Fail).await.is_err() {
+                        return;
                     }
                 }
             }

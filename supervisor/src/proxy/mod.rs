@@ -22,10 +22,26 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long to wait for an upstream's response headers (bodies and upgraded streams are not limited).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Bumped to make every [`Upstream`] drop its pooled connections (after a resume).
+static POOL_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Makes every upstream pool start afresh: idle connections from before a VM freeze may
+/// be dead on the other side.
+pub fn drop_idle_connections() {
+    POOL_GENERATION.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// One upstream address with its connection pool.
 pub struct Upstream {
     addr: String,
-    client: Client<HttpConnector, Body>,
+    client: std::sync::Mutex<(u64, Client<HttpConnector, Body>)>,
+}
+
+fn pooled_client() -> Client<HttpConnector, Body> {
+    let mut conn = HttpConnector::new();
+    conn.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    conn.set_nodelay(true);
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).pool_max_idle_per_host(256).build(conn)
 }
 
 /// Why a request could not be forwarded.
@@ -67,14 +83,18 @@ pub struct Rewrite {
 impl Upstream {
     /// An upstream at `addr` (`HOST:PORT`) with a keep-alive pool.
     pub fn new(addr: &str) -> Self {
-        let mut conn = HttpConnector::new();
-        conn.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        conn.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(256)
-            .build(conn);
-        Upstream { addr: addr.to_string(), client }
+        let generation = POOL_GENERATION.load(std::sync::atomic::Ordering::SeqCst);
+        Upstream { addr: addr.to_string(), client: std::sync::Mutex::new((generation, pooled_client())) }
+    }
+
+    /// The pooled client, replaced (dropping its idle connections) after a resume.
+    fn client(&self) -> Client<HttpConnector, Body> {
+        let generation = POOL_GENERATION.load(std::sync::atomic::Ordering::SeqCst);
+        let mut c = self.client.lock().expect("pool");
+        if c.0 != generation {
+            *c = (generation, pooled_client());
+        }
+        c.1.clone()
     }
 
     /// The `HOST:PORT` it forwards to.
@@ -104,7 +124,7 @@ impl Upstream {
             parts.uri = pq.parse().map_err(|e| ForwardError::Other(format!("bad uri: {e}")))?; // origin-form: conn::http1 sends the URI verbatim
             return self.forward_upgrade(hyper::Request::from_parts(parts, Body::empty()), on_client).await;
         }
-        let fut = self.client.request(hyper::Request::from_parts(parts, body));
+        let fut = self.client().request(hyper::Request::from_parts(parts, body));
         let resp = match tokio::time::timeout(HEADER_TIMEOUT, fut).await {
             Err(_) => return Err(ForwardError::Timeout(self.addr.clone())),
             Ok(Err(e)) if e.is_connect() => return Err(ForwardError::Unavailable(self.addr.clone())),
