@@ -19,7 +19,7 @@ use tokio::signal::unix::{signal, SignalKind};
 pub async fn run(cfg: Config) -> anyhow::Result<i32> {
     let reaper = Reaper::install()?;
     let settings = cfg.settings.clone();
-    let settings_ports: Vec<(String, Option<u16>)> = cfg.services.iter().map(|s| (s.name.clone(), s.port)).collect();
+    let targets = server::PassThroughTargets::from_services(&cfg.services);
     std::fs::create_dir_all(&settings.runtime_dir)
         .map_err(|e| anyhow::anyhow!("cannot create runtime dir {}: {e}", settings.runtime_dir.display()))?;
     let socket = bind_socket(&settings.control_socket).await?;
@@ -49,11 +49,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
         sup: sup.clone(),
     });
     let auth = TokenAuth::new(settings.token_file.clone());
-    let port_of = |name: &str, default: u16| {
-        let port = settings_ports.iter().find(|(n, _)| n == name).and_then(|(_, p)| *p).unwrap_or(default);
-        format!("127.0.0.1:{port}")
-    };
-    let targets = server::PassThroughTargets { cdp: port_of("chromium", 9222), mcp: port_of("playwright-mcp", 3001), acp: port_of("acp", 3002) };
     tokio::spawn(server::serve(public, server::public_router(state.clone(), auth, app, &targets)));
     tracing::info!(listen = %settings.listen, "public listener up");
     tokio::spawn(async move {

@@ -42,6 +42,18 @@ pub struct PassThroughTargets {
     pub acp: String,
 }
 
+impl PassThroughTargets {
+    /// Loopback addresses of the `chromium`, `playwright-mcp` and `acp` services: their
+    /// declared `port`, else the stack's fixed ports (9222, 3001, 3002).
+    pub fn from_services(services: &[crate::config::ServiceSpec]) -> Self {
+        let addr = |name: &str, default: u16| {
+            let port = services.iter().find(|s| s.name == name).and_then(|s| s.port).unwrap_or(default);
+            format!("127.0.0.1:{port}")
+        };
+        PassThroughTargets { cdp: addr("chromium", 9222), mcp: addr("playwright-mcp", 3001), acp: addr("acp", 3002) }
+    }
+}
+
 /// Builds the router of the public listener.
 pub fn public_router(state: ApiState, auth: Arc<TokenAuth>, app: Arc<AppProxy>, targets: &PassThroughTargets) -> Router {
     let mut protected: Router = api::token_routes()
