@@ -4,7 +4,7 @@
 # the supervisor's proxy (--listen), with 2 threads and with 1 thread; requests/s, p50 and
 # p99 latency of each, and the ratio proxy/direct.
 # Usage: bench/proxy.sh [SUPERVISOR_BIN]   (default: the static release binary, built if missing)
-# Env: DURATION (10s), CONNECTIONS (64), THREADS ("2 1").
+# Env: DURATION (10s), CONNECTIONS (64), THREADS ("2 1"), ROUNDS (3, alternating; medians reported).
 # wrk, the proxy and Vite share the machine's cores: read the ratio, not the absolutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -81,18 +81,28 @@ hz=$(getconf CLK_TCK)
 
 echo "wrk -c$conns -d$duration --latency, 1 KiB static file from Vite $(app-template/node_modules/.bin/vite --version | awk '{print $1}'), $(nproc) cores shared by wrk, proxy and Vite"
 echo "supervisor: $bin"
+rounds="${ROUNDS:-3}"
+median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 for t in $threads; do
-  wrk -t"$t" -c"$conns" -d2s "$direct" >/dev/null # warm-up
-  wrk -t"$t" -c"$conns" -d2s "$proxied" >/dev/null
-  read -r d_rps d_p50 d_p99 d_err _ < <(wrk -t"$t" -c"$conns" -d"$duration" --latency "$direct" | summarize)
-  c0=$(cpu_ticks)
-  read -r p_rps p_p50 p_p99 p_err p_n < <(wrk -t"$t" -c"$conns" -d"$duration" --latency "$proxied" | summarize)
-  c1=$(cpu_ticks)
-  echo "-t$t  direct (Vite :$vport):   ${d_rps} req/s  p50 ${d_p50} ms  p99 ${d_p99} ms  errors ${d_err}"
-  echo "-t$t  proxy  (:$pport -> Vite): ${p_rps} req/s  p50 ${p_p50} ms  p99 ${p_p99} ms  errors ${p_err}"
+  wrk -t"$t" -c"$conns" -d5s "$direct" >/dev/null # warm-up (Vite's JIT, both pools)
+  wrk -t"$t" -c"$conns" -d5s "$proxied" >/dev/null
+  : >"$work/d"; : >"$work/p"; ticks=0; n_total=0
+  # Alternate direct and proxied runs, so drift of the machine hits both alike.
+  for r in $(seq "$rounds"); do
+    read -r d_rps d_p50 d_p99 d_err _ < <(wrk -t"$t" -c"$conns" -d"$duration" --latency "$direct" | summarize)
+    c0=$(cpu_ticks)
+    read -r p_rps p_p50 p_p99 p_err p_n < <(wrk -t"$t" -c"$conns" -d"$duration" --latency "$proxied" | summarize)
+    c1=$(cpu_ticks)
+    ticks=$((ticks + c1 - c0)); n_total=$((n_total + p_n))
+    echo "$d_rps $d_p50 $d_p99" >>"$work/d"; echo "$p_rps $p_p50 $p_p99" >>"$work/p"
+    echo "-t$t  round $r: direct ${d_rps} req/s (p50 ${d_p50} ms, p99 ${d_p99} ms, errors ${d_err}), proxy ${p_rps} req/s (p50 ${p_p50} ms, p99 ${p_p99} ms, errors ${p_err})"
+  done
+  d_rps=$(cut -d' ' -f1 "$work/d" | median); d_p50=$(cut -d' ' -f2 "$work/d" | median); d_p99=$(cut -d' ' -f3 "$work/d" | median)
+  p_rps=$(cut -d' ' -f1 "$work/p" | median); p_p50=$(cut -d' ' -f2 "$work/p" | median); p_p99=$(cut -d' ' -f3 "$work/p" | median)
+  echo "-t$t  median of $rounds: direct ${d_rps} req/s p50 ${d_p50} ms p99 ${d_p99} ms | proxy ${p_rps} req/s p50 ${p_p50} ms p99 ${p_p99} ms"
   awk -v t="$t" -v dr="$d_rps" -v pr="$p_rps" -v d5="$d_p50" -v p5="$p_p50" -v d9="$d_p99" -v p9="$p_p99" \
     'BEGIN { printf "-t%s  proxy/direct: throughput %.2f, p50 %.2fx (+%.3f ms), p99 %.2fx (+%.3f ms)\n", t, pr/dr, p5/d5, p5-d5, p9/d9, p9-d9 }'
-  awk -v t="$t" -v ticks=$((c1 - c0)) -v hz="$hz" -v n="$p_n" \
+  awk -v t="$t" -v ticks="$ticks" -v hz="$hz" -v n="$n_total" \
     'BEGIN { printf "-t%s  supervisor CPU while proxying: %.2f s for %d requests = %.1f us/request\n", t, ticks/hz, n, n ? ticks/hz*1e6/n : 0 }'
 done
 rss_kb=$(awk '/^VmRSS/ {print $2}' "/proc/$sup_pid/status")

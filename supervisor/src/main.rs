@@ -26,7 +26,7 @@ fn main() {
                 }
             };
             let _guard = logging::init(cli.log_format);
-            runtime().block_on(async {
+            single_thread_runtime().block_on(async {
                 run::run(cfg).await.unwrap_or_else(|e| {
                     tracing::error!("{e:#}");
                     eprintln!("error: {e:#}");
@@ -58,4 +58,11 @@ fn main() {
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
+}
+
+/// `run` uses one thread: the supervisor needs a fraction of a core, and on the VM's two
+/// cores (shared with Vite, Chromium and the agent) cross-thread wakeups cost more than
+/// they give (measured with bench/proxy.sh).
+fn single_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
 }
