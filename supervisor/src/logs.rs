@@ -49,7 +49,7 @@ pub struct LogBuffer {
 impl LogBuffer {
     /// A buffer keeping the last `cap` lines of service `name`.
     pub fn new(name: &str, cap: usize) -> Arc<Self> {
-        let (feed, _) = broadcast::channel(1024);
+        let (feed, _) = broadcast::channel(256);
         Arc::new(LogBuffer { name: name.to_string(), cap, lines: Mutex::new(VecDeque::new()), seq: AtomicU64::new(0), feed })
     }
 

@@ -99,7 +99,7 @@ impl Supervisor {
             senders.push((s.clone(), run_as, tx));
         }
         let (tick, _) = watch::channel(0u64);
-        let (events, _) = broadcast::channel(1024);
+        let (events, _) = broadcast::channel(256);
         let shared = Arc::new(Shared {
             reaper,
             statuses,
