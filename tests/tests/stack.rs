@@ -19,6 +19,8 @@ fn start_prod() -> anyhow::Result<Prod> {
     let app = copy_app_template()?;
     let home = app.path().join("home");
     std::fs::create_dir_all(&home)?;
+    // Resolve (and, without $SUPERVISOR_BIN, build) the binary before the clock starts.
+    let bin = supervisor_bin();
     let t0 = Instant::now();
     let config = std::fs::read_to_string(repo_root().join("opt/supervisor.toml"))?;
     // ${CONFIG_DIR} must stay the repo's opt/ (its node_modules): expand it here.
@@ -32,7 +34,7 @@ fn start_prod() -> anyhow::Result<Prod> {
             ..Default::default()
         },
     )?;
-    let ready = std::process::Command::new(supervisor_bin())
+    let ready = std::process::Command::new(&bin)
         .args(["ready", "--timeout", &BOOT.as_secs().to_string(), "--runtime-dir"])
         .arg(&stack.runtime_dir)
         .status()?;
