@@ -23,11 +23,10 @@
 //! Node parsers, so a set key reads back exactly or the merge is refused.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{File, OpenOptions, Permissions};
-use std::hash::{BuildHasher, Hasher};
+use std::fs::{File, Permissions};
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 /// Why a key or value was refused. Every variant names the key and never the value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -348,7 +347,7 @@ fn expands(raw: &str) -> bool {
 /// Writes `contents` to `path` atomically: a new temporary file (mode 0600) in the
 /// same directory is written, fsynced, optionally `fchown`ed to `owner` (uid, gid),
 /// renamed over `path`, and the directory is fsynced. Readers see the old file or the
-/// new one, never a partial one.
+/// new one, never a partial one; a failed write leaves no temporary file behind.
 pub fn write_atomic(path: &Path, contents: &str, owner: Option<(u32, u32)>) -> io::Result<()> {
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(
@@ -360,51 +359,21 @@ pub fn write_atomic(path: &Path, contents: &str, owner: Option<(u32, u32)>) -> i
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let (tmp_path, mut file) = create_temp(dir, &name.to_string_lossy())?;
-    let written = (|| {
-        file.write_all(contents.as_bytes())?;
-        // The umask may have cleared bits of 0600; the file must be exactly 0600.
-        file.set_permissions(Permissions::from_mode(0o600))?;
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
-        }
-        file.sync_all()?;
-        std::fs::rename(&tmp_path, path)
-    })();
-    drop(file);
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp_path);
-        return Err(e);
+    // Created with O_EXCL and mode 0600; removed on drop unless persisted.
+    let mut file = tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.to_string_lossy()))
+        .suffix(".tmp")
+        .permissions(Permissions::from_mode(0o600))
+        .tempfile_in(dir)?;
+    file.write_all(contents.as_bytes())?;
+    // The umask may have cleared bits of 0600; the file must be exactly 0600.
+    file.as_file().set_permissions(Permissions::from_mode(0o600))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(file.as_file(), Some(uid), Some(gid))?;
     }
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
     File::open(dir)?.sync_all()
-}
-
-/// Creates `.<name>.<random>.tmp` in `dir` with O_CREAT|O_EXCL, mode 0600.
-fn create_temp(dir: &Path, name: &str) -> io::Result<(PathBuf, File)> {
-    for attempt in 0u64..16 {
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u32(std::process::id());
-        hasher.write_u64(attempt);
-        if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-            hasher.write_u128(t.as_nanos());
-        }
-        let tmp = dir.join(format!(".{name}.{:016x}.tmp", hasher.finish()));
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&tmp)
-        {
-            Ok(file) => return Ok((tmp, file)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        "no free temporary file name",
-    ))
 }
 
 /// One entry of an env file: its key and its byte range (whole lines, with the
