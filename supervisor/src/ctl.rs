@@ -45,7 +45,7 @@ pub async fn ctl(args: CtlArgs) -> anyhow::Result<i32> {
         if args.json {
             println!("{v}");
         } else {
-            eprintln!("error: {}", v["error"]["message"].as_str().unwrap_or("unexpected answer"));
+            eprintln!("error: {}", error_message(&v));
         }
         return Ok(1);
     }
@@ -80,7 +80,7 @@ async fn follow_logs(sock: &Path, name: &str, tail: usize) -> anyhow::Result<i32
     if !resp.status().is_success() {
         let body = resp.into_body().collect().await?.to_bytes();
         let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        eprintln!("error: {}", v["error"]["message"].as_str().unwrap_or("unexpected answer"));
+        eprintln!("error: {}", error_message(&v));
         return Ok(1);
     }
     let mut body = resp.into_body();
@@ -99,6 +99,11 @@ async fn follow_logs(sock: &Path, name: &str, tail: usize) -> anyhow::Result<i32
         }
     }
     Ok(0)
+}
+
+/// The message of an API error body (`{"error":{"code","message"}}`).
+fn error_message(v: &Value) -> &str {
+    v["error"]["message"].as_str().unwrap_or("unexpected answer")
 }
 
 /// The human table of `ctl status`.

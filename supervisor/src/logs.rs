@@ -7,7 +7,6 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncReadExt;
 use tokio::sync::broadcast;
 
@@ -57,7 +56,7 @@ impl LogBuffer {
     pub fn push(&self, stream: Stream, text: &str) {
         let line = LogLine {
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
-            at_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+            at_ms: crate::engine::reaper::now_ms(),
             stream,
             line: text.to_string(),
         };
@@ -74,16 +73,14 @@ impl LogBuffer {
 
     /// The last `n` lines, oldest first.
     pub fn tail(&self, n: usize) -> Vec<LogLine> {
-        let l = self.lines.lock().expect("log lock");
-        l.iter().skip(l.len().saturating_sub(n)).cloned().collect()
+        last_n(&self.lines.lock().expect("log lock"), n)
     }
 
     /// The last `n` lines plus a receiver of every later line (no gap, no duplicate).
     pub fn tail_and_follow(&self, n: usize) -> (Vec<LogLine>, broadcast::Receiver<LogLine>) {
         let l = self.lines.lock().expect("log lock");
         let rx = self.feed.subscribe();
-        let tail = l.iter().skip(l.len().saturating_sub(n)).cloned().collect();
-        (tail, rx)
+        (last_n(&l, n), rx)
     }
 
     /// Reads a child's pipe to its end, one entry per line (split at [`MAX_LINE`]).
@@ -117,6 +114,11 @@ impl LogBuffer {
         let b = b.strip_suffix(b"\r").unwrap_or(b);
         self.push(stream, &String::from_utf8_lossy(b));
     }
+}
+
+/// The last `n` entries of `lines`, oldest first.
+fn last_n(lines: &VecDeque<LogLine>, n: usize) -> Vec<LogLine> {
+    lines.iter().skip(lines.len().saturating_sub(n)).cloned().collect()
 }
 
 /// The stdout echo: a bounded queue drained by one thread; lines are dropped (and

@@ -29,8 +29,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
 
     let guard = Arc::new(PortGuard::default());
     if settings.port_guard {
-        let listen_port = settings.listen.parse::<std::net::SocketAddr>().map(|a| a.port()).ok();
-        let ports: Vec<u16> = cfg.services.iter().filter_map(|s| s.port).filter(|p| Some(*p) != listen_port).collect();
+        // The config never lets a service claim the listen port (resolve::check_ports).
+        let ports: Vec<u16> = cfg.services.iter().filter_map(|s| s.port).collect();
         guard.install(&reaper, ports).await;
     }
     tracing::info!(config = %cfg.source, services = cfg.services.len(), "starting");

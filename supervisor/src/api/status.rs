@@ -67,7 +67,7 @@ impl CpuSampler {
 
 /// Builds the status document.
 pub fn report(sup: &Supervisor, cpu: &CpuSampler, guard: &crate::guard::PortGuard) -> StatusReport {
-    let all = procs::all_pids().into_iter().filter_map(procs::stat).filter(|p| !p.zombie).collect::<Vec<_>>();
+    let all: Vec<procs::ProcStat> = procs::live().collect();
     let services = sup
         .statuses()
         .into_iter()

@@ -87,6 +87,16 @@ pub enum DependsCondition {
     Ready,
 }
 
+impl DependsCondition {
+    /// The name written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DependsCondition::Started => "started",
+            DependsCondition::Ready => "ready",
+        }
+    }
+}
+
 /// What to do when a service's process exits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -98,6 +108,17 @@ pub enum RestartPolicy {
     OnFailure,
     /// Never restart.
     Never,
+}
+
+impl RestartPolicy {
+    /// The name written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicy::Always => "always",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Never => "never",
+        }
+    }
 }
 
 /// A `[services.NAME]` table.

@@ -1,6 +1,6 @@
 //! The human-readable start plan that `supervisor check` prints.
 
-use super::{Config, DependsCondition, RestartPolicy};
+use super::Config;
 use std::collections::HashMap;
 use std::fmt::Write;
 
@@ -26,14 +26,9 @@ pub fn start_plan(cfg: &Config) -> String {
             let deps: Vec<String> = s
                 .depends_on
                 .iter()
-                .map(|(d, c)| format!("{d} {}", if *c == DependsCondition::Ready { "ready" } else { "started" }))
+                .map(|(d, c)| format!("{d} {}", c.as_str()))
                 .collect();
-            let restart = match s.restart {
-                RestartPolicy::Always => "always",
-                RestartPolicy::OnFailure => "on-failure",
-                RestartPolicy::Never => "never",
-            };
-            let mut flags = vec![format!("restart={restart}")];
+            let mut flags = vec![format!("restart={}", s.restart.as_str())];
             if s.disabled {
                 flags.push("DISABLED".into());
             }

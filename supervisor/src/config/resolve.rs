@@ -16,7 +16,8 @@ pub fn resolve(source: &str, config_dir: &Path, text: &str, ov: &Overrides) -> R
     let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
     let app_dir = abs(ov.app_dir.clone().unwrap_or_else(|| PathBuf::from("/app")));
     let runtime_dir = abs(ov.runtime_dir.clone().unwrap_or_else(|| PathBuf::from("/run/supervisor")));
-    let vars = Vars { app_dir: &app_dir, runtime_dir: &runtime_dir, config_dir };
+    let exe = std::env::current_exe().map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|_| "supervisor".into());
+    let vars = Vars { app_dir: &app_dir, runtime_dir: &runtime_dir, config_dir, exe: &exe };
     let sv = &file.supervisor;
     let path_or = |v: &Option<String>, default: PathBuf| v.as_ref().map(|s| PathBuf::from(vars.expand(s))).unwrap_or(default);
     let settings = Settings {
@@ -90,19 +91,20 @@ fn parse(source: &str, text: &str) -> Result<ConfigFile, ConfigError> {
     })
 }
 
-/// The three variables config strings may use.
+/// The variables config strings may use.
 struct Vars<'a> {
     app_dir: &'a Path,
     runtime_dir: &'a Path,
     config_dir: &'a Path,
+    /// This binary's path (`${SUPERVISOR}`).
+    exe: &'a str,
 }
 
 impl Vars<'_> {
     /// Expands `${APP_DIR}`, `${RUNTIME_DIR}`, `${CONFIG_DIR}` and `${SUPERVISOR}` (this
     /// binary's path); other text is left as is.
     fn expand(&self, s: &str) -> String {
-        let exe = std::env::current_exe().map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|_| "supervisor".into());
-        s.replace("${SUPERVISOR}", &exe)
+        s.replace("${SUPERVISOR}", self.exe)
             .replace("${APP_DIR}", &self.app_dir.to_string_lossy())
             .replace("${RUNTIME_DIR}", &self.runtime_dir.to_string_lossy())
             .replace("${CONFIG_DIR}", &self.config_dir.to_string_lossy())

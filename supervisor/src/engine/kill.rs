@@ -43,9 +43,7 @@ pub async fn stop_group(
         }
     }
     // Then for the rest of the group, until the same deadline.
-    while group_alive(pgid) && Instant::now() < deadline {
-        sleep(POLL).await;
-    }
+    wait_group_gone(pgid, deadline).await;
     if group_alive(pgid) || (status.is_none() && exit.is_some()) {
         tracing::warn!(service, pgid, "did not stop within {grace:?}; sending SIGKILL to the group");
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
@@ -56,22 +54,25 @@ pub async fn stop_group(
                 }
             }
         }
-        let until = Instant::now() + Duration::from_secs(2);
-        while group_alive(pgid) && Instant::now() < until {
-            sleep(POLL).await;
-        }
+        wait_group_gone(pgid, Instant::now() + Duration::from_secs(2)).await;
     }
     kill_escapees(service);
     status
 }
 
+/// Polls until no process of group `pgid` is alive or `deadline` passes.
+async fn wait_group_gone(pgid: i32, deadline: Instant) {
+    while group_alive(pgid) && Instant::now() < deadline {
+        sleep(POLL).await;
+    }
+}
+
 /// SIGKILLs every process still carrying `service`'s marker from this supervisor.
-pub fn kill_escapees(service: &str) -> usize {
+pub fn kill_escapees(service: &str) {
     let me = std::process::id().to_string();
     let pids = procs::marked(SERVICE_MARKER, service, SUPERVISOR_MARKER, &me);
     for pid in &pids {
         tracing::info!(service, pid, "killing a process of the service that left its group");
         let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
     }
-    pids.len()
 }

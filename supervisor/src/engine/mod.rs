@@ -13,7 +13,7 @@ pub mod state;
 pub use service::Control;
 pub use state::{ServiceStatus, State};
 
-use crate::config::{Config, ServiceSpec, Settings};
+use crate::config::{Config, ServiceSpec};
 use crate::logs::LogBuffer;
 use indexmap::IndexMap;
 use reaper::{now_ms, Reaper};
@@ -72,7 +72,6 @@ pub struct ServiceHandle {
 pub struct Supervisor {
     shared: Arc<Shared>,
     services: IndexMap<String, ServiceHandle>,
-    settings: Settings,
     started_ms: u64,
     started: std::time::Instant,
 }
@@ -117,17 +116,7 @@ impl Supervisor {
             tokio::spawn(runner.run());
             services.insert(spec.name.clone(), ServiceHandle { spec, logs, ctl: ctl_tx });
         }
-        Ok(Arc::new(Supervisor { shared, services, settings: cfg.settings, started_ms, started }))
-    }
-
-    /// The stack-wide settings.
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
-    /// The reaper (for anything else that spawns children).
-    pub fn reaper(&self) -> &Arc<Reaper> {
-        &self.shared.reaper
+        Ok(Arc::new(Supervisor { shared, services, started_ms, started }))
     }
 
     /// Every service's status, in start order.

@@ -58,9 +58,14 @@ pub fn all_pids() -> Vec<i32> {
         .unwrap_or_default()
 }
 
+/// Every process on the machine, zombies excluded.
+pub fn live() -> impl Iterator<Item = ProcStat> {
+    all_pids().into_iter().filter_map(stat).filter(|p| !p.zombie)
+}
+
 /// The processes of group `pgid`, zombies excluded.
 pub fn group(pgid: i32) -> Vec<ProcStat> {
-    all_pids().into_iter().filter_map(stat).filter(|p| p.pgid == pgid && !p.zombie).collect()
+    live().filter(|p| p.pgid == pgid).collect()
 }
 
 /// Pids whose environment holds `service_key=service` and `sup_key=sup` (a service's
@@ -85,7 +90,7 @@ pub fn marked(service_key: &str, service: &str, sup_key: &str, sup: &str) -> Vec
 
 /// Children of `parent` (e.g. orphans reparented to the supervisor), zombies excluded.
 pub fn children_of(parent: i32) -> Vec<i32> {
-    all_pids().into_iter().filter_map(stat).filter(|p| p.ppid == parent && !p.zombie).map(|p| p.pid).collect()
+    live().filter(|p| p.ppid == parent).map(|p| p.pid).collect()
 }
 
 #[cfg(test)]

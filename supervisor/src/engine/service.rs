@@ -191,7 +191,7 @@ impl Runner {
                         DependsCondition::Ready => st.ready,
                     }
                 })
-                .map(|(d, c)| format!("{d} {}", if *c == DependsCondition::Ready { "ready" } else { "started" }))
+                .map(|(d, c)| format!("{d} {}", c.as_str()))
                 .collect();
             if unmet.is_empty() {
                 return Some(Control::Start);

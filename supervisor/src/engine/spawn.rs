@@ -40,11 +40,6 @@ impl RunAs {
             home: u.dir.to_string_lossy().into_owned(),
         }))
     }
-
-    /// The (uid, gid) pair, for chown.
-    pub fn ids(&self) -> (u32, u32) {
-        (self.uid, self.gid)
-    }
 }
 
 /// A running service process.

@@ -27,23 +27,6 @@ pub enum State {
     Failed,
 }
 
-impl State {
-    /// The lowercase name used in the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Pending => "pending",
-            State::Starting => "starting",
-            State::Running => "running",
-            State::Ready => "ready",
-            State::Unhealthy => "unhealthy",
-            State::Backoff => "backoff",
-            State::Stopping => "stopping",
-            State::Stopped => "stopped",
-            State::Failed => "failed",
-        }
-    }
-}
-
 /// What one service publishes about itself.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceStatus {

@@ -80,21 +80,16 @@ async fn exec(argv: &[String], reaper: &Reaper, limit: Duration) -> Result<(), S
     cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
     let (child, rx) = reaper.spawn(&mut cmd).map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
     let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
-    // Guard: whatever happens to this future (timeout, cancellation), the group dies.
-    struct KillOnDrop(nix::unistd::Pid, bool);
+    // Whatever happens to this future (exit, timeout, cancellation), the group dies.
+    struct KillOnDrop(nix::unistd::Pid);
     impl Drop for KillOnDrop {
         fn drop(&mut self) {
-            if !self.1 {
-                let _ = nix::sys::signal::killpg(self.0, nix::sys::signal::Signal::SIGKILL);
-            }
+            let _ = nix::sys::signal::killpg(self.0, nix::sys::signal::Signal::SIGKILL);
         }
     }
-    let mut guard = KillOnDrop(pgid, false);
-    let r = timeout(limit, rx).await;
-    match r {
+    let _guard = KillOnDrop(pgid);
+    match timeout(limit, rx).await {
         Ok(Ok(info)) => {
-            guard.1 = true;
-            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
             if info.success() {
                 Ok(())
             } else {

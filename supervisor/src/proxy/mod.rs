@@ -6,6 +6,8 @@ mod headers;
 mod starting;
 
 pub use headers::strip_hop_by_hop;
+/// The answer while the app is not ready: a self-refreshing page for browsers, JSON otherwise.
+pub use starting::response as starting_response;
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -173,9 +175,4 @@ fn downstream(resp: hyper::Response<hyper::body::Incoming>) -> Response {
     strip_hop_by_hop(&mut parts.headers);
     parts.version = axum::http::Version::HTTP_11;
     Response::from_parts(parts, Body::new(body))
-}
-
-/// The answer while the app is not ready: a self-refreshing page for browsers, JSON otherwise.
-pub fn starting_response(req_accept: Option<&str>) -> Response {
-    starting::response(req_accept)
 }
