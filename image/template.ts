@@ -33,7 +33,10 @@ export const template = Template({
   // E2B reads only <context>/.dockerignore; these mirror image/Dockerfile.dockerignore (glob
   // syntax: a directory and everything under it). target/ needs no entry: the only COPY from
   // it names the static binary itself.
-  fileIgnorePatterns: ['**/node_modules', '**/node_modules/**', '.git', '.git/**'],
+  fileIgnorePatterns: [
+    '**/node_modules', '**/node_modules/**', '.git', '.git/**',
+    'app-template/.env', 'app-template/.env.*', 'app-template/dist', 'app-template/dist/**',
+  ],
 })
   .fromDockerfile(path.join(here, 'Dockerfile'))
   .setStartCmd(startCmd, readyCmd)
