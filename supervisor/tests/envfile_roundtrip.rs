@@ -143,10 +143,7 @@ fn vite_reads_back_exactly_what_was_merged() {
         );
     }
     write_env(dir.path(), &merged);
-    let mut want: Env = TRICKY
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let mut want: Env = pairs(TRICKY).into_iter().collect();
     want.insert("VITE_KEEP".into(), "keep me".into());
     want.insert("OTHER_KEEP".into(), "  spaced  ".into());
     let got = load_with_vite(&vite, &[dir.path()]).remove(0);

@@ -2,12 +2,10 @@
 // ACP client for the end-to-end suite, built on the official TypeScript SDK (@agentclientprotocol/sdk 2.4.0):
 //   http(s)://…  -> createHttpStream    (@agentclientprotocol/sdk/experimental/http-client; POST + SSE)
 //   ws(s)://…    -> createWebSocketStream (@agentclientprotocol/sdk/experimental/ws-client; with the `ws` package)
-//   -- CMD ARGS  -> spawns CMD and speaks ndjson on its stdio (acp.ndJsonStream), to check an agent directly
 //
 // Usage:
 //   node acp-client.mjs --url http://127.0.0.1:3002/acp [--token T] [--mode normal|cancel|env|pid|init]
 //                       [--cwd /tmp] [--prompt TEXT] [--timeout-ms 30000]
-//   node acp-client.mjs --mode normal -- node acp-agent.mjs
 //
 // --token T sends "Authorization: Bearer T" on every request: each HTTP POST/GET/DELETE, and the WebSocket
 // upgrade request (the `ws` constructor accepts headers). A "?token=" in --url is passed through untouched.
@@ -29,26 +27,21 @@ import * as acp from "@agentclientprotocol/sdk";
 import { createHttpStream } from "@agentclientprotocol/sdk/experimental/http-client";
 import { createWebSocketStream } from "@agentclientprotocol/sdk/experimental/ws-client";
 import { WebSocket } from "ws";
-import { spawn } from "node:child_process";
-import { Readable, Writable } from "node:stream";
 
 const USAGE =
   "usage: acp-client.mjs --url http(s)|ws(s)://HOST:PORT/acp [--token T] [--mode normal|cancel|env|pid|init] " +
-  "[--cwd DIR] [--prompt TEXT] [--timeout-ms N]  |  acp-client.mjs [--mode M] -- AGENT_CMD ARGS...";
+  "[--cwd DIR] [--prompt TEXT] [--timeout-ms N]";
 const MODES = ["normal", "cancel", "env", "pid", "init"];
-let child = null; // the spawned agent in stdio mode
 
 function die(code, msg) {
   process.stderr.write(`acp-client: ${msg}\n`);
-  cleanup();
   process.exit(code);
 }
 
 function parseArgs(argv) {
-  const o = { mode: "normal", cwd: "/tmp", timeoutMs: 30_000, cmd: null };
+  const o = { mode: "normal", cwd: "/tmp", timeoutMs: 30_000 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
-    if (a === "--") { o.cmd = argv.slice(i + 1); break; }
     const eq = a.indexOf("=");
     const [key, inline] = a.startsWith("--") && eq > 0 ? [a.slice(0, eq), a.slice(eq + 1)] : [a, undefined];
     const val = () => {
@@ -69,7 +62,7 @@ function parseArgs(argv) {
   }
   if (!MODES.includes(o.mode)) die(1, `unknown --mode ${JSON.stringify(o.mode)} (expected ${MODES.join("|")})`);
   if (!Number.isFinite(o.timeoutMs) || o.timeoutMs <= 0) die(1, "--timeout-ms must be a positive number");
-  if (!o.url === !(o.cmd && o.cmd.length)) die(1, `give exactly one of --url or -- AGENT_CMD\n${USAGE}`);
+  if (!o.url) die(1, `--url is required\n${USAGE}`);
   return o;
 }
 
@@ -77,17 +70,13 @@ const opts = parseArgs(process.argv.slice(2));
 let phase = "connect";
 const closers = []; // promises that settle once the transport has been torn down (DELETE sent / socket closed)
 
-function cleanup() {
-  if (child && child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-}
-
 // Best-effort teardown used on timeout, so the server does not keep an agent alive for a client that is gone:
 // HTTP: DELETE the ACP connection (its id is learnt from the initialize response); ws: close the socket.
 let connectionId = null;
 const sockets = [];
 async function abortTransport() {
   for (const ws of sockets) try { ws.terminate(); } catch {}
-  if (connectionId && opts.url) {
+  if (connectionId) {
     const headers = { "Acp-Connection-Id": connectionId };
     if (opts.token) headers.Authorization = `Bearer ${opts.token}`;
     await fetch(opts.url, { method: "DELETE", headers, signal: AbortSignal.timeout(2000) }).catch(() => undefined);
@@ -95,7 +84,7 @@ async function abortTransport() {
 }
 
 const timer = setTimeout(async () => {
-  const msg = `timeout after ${opts.timeoutMs} ms during ${phase} (${opts.url ?? opts.cmd.join(" ")})`;
+  const msg = `timeout after ${opts.timeoutMs} ms during ${phase} (${opts.url})`;
   await abortTransport();
   die(2, msg);
 }, opts.timeoutMs);
@@ -116,41 +105,6 @@ console.warn = (...args) => {
 // ---- transport -------------------------------------------------------------------------------------------
 function makeStream() {
   const headers = opts.token ? { Authorization: `Bearer ${opts.token}` } : undefined;
-  if (opts.cmd) {
-    child = spawn(opts.cmd[0], opts.cmd.slice(1), { stdio: ["pipe", "pipe", "inherit"] });
-    child.on("error", (e) => die(1, `cannot spawn ${opts.cmd[0]}: ${e.message}`));
-    closers.push(
-      new Promise((resolve) => {
-        if (child.exitCode !== null) return resolve();
-        child.once("exit", resolve);
-      }),
-    );
-    // Drop (and count) non-JSON stdout lines, as a bridge should, before the SDK's ndjson parser sees them.
-    let buf = "";
-    const dec = new TextDecoder();
-    const enc = new TextEncoder();
-    const filterLines = (lines) =>
-      lines.filter((line) => {
-        if (!line.trim()) return false;
-        try { JSON.parse(line); return true; } catch {}
-        nonJsonMessages++;
-        process.stderr.write(`acp-client: agent wrote a non-JSON stdout line: ${JSON.stringify(line.slice(0, 200))}\n`);
-        return false;
-      });
-    const jsonOnly = new TransformStream({
-      transform(bytes, controller) {
-        buf += dec.decode(bytes, { stream: true });
-        const lines = buf.split("\n");
-        buf = lines.pop();
-        for (const line of filterLines(lines)) controller.enqueue(enc.encode(line + "\n"));
-      },
-      flush(controller) {
-        for (const line of filterLines([buf])) controller.enqueue(enc.encode(line + "\n"));
-      },
-    });
-    const agentOut = Readable.toWeb(child.stdout).pipeThrough(jsonOnly);
-    return { transport: "stdio", stream: acp.ndJsonStream(Writable.toWeb(child.stdin), agentOut) };
-  }
   let url;
   try { url = new URL(opts.url); } catch { die(1, `invalid --url ${JSON.stringify(opts.url)}`); }
   if (url.protocol === "http:" || url.protocol === "https:") {
@@ -276,14 +230,12 @@ try {
     return out;
   });
 } catch (e) {
-  die(1, `error during ${phase} via ${transport} ${opts.url ?? opts.cmd.join(" ")}: ${describeError(e)}`);
+  die(1, `error during ${phase} via ${transport} ${opts.url}: ${describeError(e)}`);
 }
 
-// Let the transport finish its teardown (HTTP DELETE / WebSocket close / child exit), bounded.
-if (child) child.stdin.end();
+// Let the transport finish its teardown (HTTP DELETE / WebSocket close), bounded.
 await Promise.race([Promise.allSettled(closers), new Promise((r) => setTimeout(r, 3000))]);
 clearTimeout(timer);
-cleanup();
 
 result.non_json_messages = nonJsonMessages;
 process.stdout.write(JSON.stringify(result) + "\n");

@@ -164,6 +164,11 @@ impl Stack {
             .expect("run ctl")
     }
 
+    /// `ctl logs NAME --tail N`: the service's last `tail` lines.
+    pub fn logs(&self, name: &str, tail: usize) -> String {
+        String::from_utf8_lossy(&self.ctl(&["logs", name, "--tail", &tail.to_string()]).stdout).into_owned()
+    }
+
     /// `ctl token rotate`, then the new token read from the token file.
     pub fn rotate_token(&self) -> String {
         let out = self.ctl(&["token", "rotate"]);
@@ -182,11 +187,7 @@ impl Stack {
 
     /// One service's entry of the status.
     pub fn service(&self, name: &str) -> Result<Value> {
-        let st = self.status()?;
-        st["services"]
-            .as_array()
-            .and_then(|a| a.iter().find(|s| s["name"] == name).cloned())
-            .with_context(|| format!("no service {name} in status"))
+        service_in(&self.status()?, name).cloned().with_context(|| format!("no service {name} in status"))
     }
 
     /// Polls `cond` every 20 ms until it holds, or fails after `limit` with the status and log.
@@ -220,6 +221,16 @@ impl Stack {
         Ok(seen)
     }
 
+    /// Waits until service `name` is in `state`; returns its status entry.
+    pub fn wait_state(&self, name: &str, state: &str, limit: Duration) -> Result<Value> {
+        self.wait_service(name, limit, state, |v| v["state"] == state)
+    }
+
+    /// Waits until the whole stack reports ready.
+    pub fn wait_ready(&self, limit: Duration) -> Result<()> {
+        self.wait_for("the stack ready", limit, |s| Ok(s.status()?["ready"] == true))
+    }
+
     /// The last `n` lines of the supervisor's output.
     pub fn log_tail(&self, n: usize) -> String {
         let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
@@ -232,16 +243,13 @@ impl Stack {
         let mut child = self.child.take().context("already stopped")?;
         let t = Instant::now();
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)?;
-        loop {
-            if let Some(st) = child.try_wait()? {
-                return Ok((st, t.elapsed()));
-            }
-            if t.elapsed() > limit {
+        match wait_child(&mut child, limit)? {
+            Some(st) => Ok((st, t.elapsed())),
+            None => {
                 let _ = child.kill();
                 let _ = child.wait();
                 bail!("supervisor did not exit within {limit:?}\n{}", self.log_tail(40));
             }
-            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -255,13 +263,7 @@ impl Drop for Stack {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
-            let t = Instant::now();
-            while t.elapsed() < Duration::from_secs(10) {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            let _ = wait_child(&mut c, Duration::from_secs(10));
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -271,11 +273,36 @@ impl Drop for Stack {
     }
 }
 
+/// Polls `child` until it exits (its status) or `limit` passes (None).
+pub fn wait_child(child: &mut Child, limit: Duration) -> std::io::Result<Option<std::process::ExitStatus>> {
+    let t = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait()? {
+            return Ok(Some(st));
+        }
+        if t.elapsed() > limit {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// One service's entry in a status document already read.
+pub fn service_in<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
+    status["services"].as_array()?.iter().find(|s| s["name"] == name)
+}
+
+/// Every pid in `/proc` (zombies included).
+pub fn all_pids() -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return vec![] };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()).collect()
+}
+
 /// Live (non-zombie) pids whose environment holds `TAG_VAR=tag`.
 pub fn tagged_pids(tag: &str) -> Vec<i32> {
     let needle = format!("{TAG_VAR}={tag}");
-    let Ok(dir) = std::fs::read_dir("/proc") else { return vec![] };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+    all_pids()
+        .into_iter()
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/environ"))
                 .map(|env| env.split(|b| *b == 0).any(|v| v == needle.as_bytes()))

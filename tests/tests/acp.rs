@@ -24,7 +24,7 @@ backoff = {{ initial = "50ms" }}
 "#,
         argv = argv.join(", ")
     ))?;
-    s.wait_service("acp", T, "ready", |v| v["state"] == "ready")?;
+    s.wait_state("acp", "ready", T)?;
     Ok((s, port))
 }
 
@@ -80,7 +80,7 @@ fn official_clients_complete_turns_over_http_and_websocket_directly_and_through_
     assert!(client(&http, "normal", Some("wrong")).is_err(), "wrong token: refused");
     assert!(client(&format!("ws://{}/_supervisor/acp?token=wrong", s.listen), "normal", None).is_err());
     // The agent's stderr reaches the service log; its non-JSON stdout line is logged as dropped.
-    let logs = String::from_utf8_lossy(&s.ctl(&["logs", "acp", "--tail", "500"]).stdout).into_owned();
+    let logs = s.logs("acp", 500);
     assert!(logs.contains("e2e-agent ready"), "agent stderr in the service log:\n{logs}");
     assert!(logs.contains("dropping a non-JSON line"), "{logs}");
     Ok(())
@@ -118,7 +118,7 @@ fn killing_the_agent_fails_pending_requests_and_the_service_comes_back() -> anyh
         .stderr(std::process::Stdio::piped())
         .spawn()?;
     s.wait_for("the slow turn streaming", T, |s| {
-        Ok(String::from_utf8_lossy(&s.ctl(&["logs", "acp", "--tail", "50"]).stdout).contains("text=\"slow please\""))
+        Ok(s.logs("acp", 50).contains("text=\"slow please\""))
     })?;
     let restarts0 = s.service("acp")?["restarts"].as_u64().unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)?;

@@ -74,7 +74,7 @@ fn call(s: &Stack, method: &str, path: &str, auth: Option<&str>) -> Reply {
 #[test]
 fn every_token_route_fails_closed() -> anyhow::Result<()> {
     let s = stack()?;
-    s.wait_for("ready", T, |s| Ok(s.status()?["ready"] == true))?;
+    s.wait_ready(T)?;
     // No token file at all: even a "token" is refused.
     for (m, p) in TOKEN_ROUTES {
         let r = call(&s, m, p, Some("Bearer anything"));
@@ -291,12 +291,12 @@ fn concurrent_posts_all_land() -> anyhow::Result<()> {
 fn injection_restarts_env_injection_services_which_see_the_variable() -> anyhow::Result<()> {
     let s = stack()?;
     let tok = with_token(&s);
-    s.wait_for("agent up", T, |s| Ok(String::from_utf8_lossy(&s.ctl(&["logs", "agent"]).stdout).contains("no-secret-x")))?;
+    s.wait_for("agent up", T, |s| Ok(s.logs("agent", 100).contains("no-secret-x")))?;
     let plain0 = s.service("plain")?["pid"].clone();
     let r = post_env(&s, &tok, r#"{"set":{"SECRET_X":"sk-abc"}}"#);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["restarted"], json!(["agent"]));
-    s.wait_for("agent sees SECRET_X", T, |s| Ok(String::from_utf8_lossy(&s.ctl(&["logs", "agent"]).stdout).contains("has-secret-x")))?;
+    s.wait_for("agent sees SECRET_X", T, |s| Ok(s.logs("agent", 100).contains("has-secret-x")))?;
     assert_eq!(s.service("agent")?["restarts"], 1);
     assert_eq!(s.service("plain")?["pid"], plain0, "services without env_injection are left alone");
     // ctl env shares the code: set, keys, unset.
@@ -307,7 +307,7 @@ fn injection_restarts_env_injection_services_which_see_the_variable() -> anyhow:
     assert_eq!(keys.lines().collect::<Vec<_>>(), vec!["SECRET_X", "ALSO", "FROM_CTL"]);
     assert!(s.ctl(&["env", "unset", "SECRET_X"]).status.success());
     s.wait_for("agent restarted without SECRET_X", T, |s| {
-        let logs = String::from_utf8_lossy(&s.ctl(&["logs", "agent"]).stdout).into_owned();
+        let logs = s.logs("agent", 100);
         Ok(logs.matches("no-secret-x").count() >= 2)
     })?;
     let bad = s.ctl(&["env", "set", "1BAD=x"]);

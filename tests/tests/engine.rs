@@ -3,14 +3,9 @@
 //! memory limits.
 
 use e2e::*;
-use serde_json::Value;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(20);
-
-fn state(v: &Value) -> &str {
-    v["state"].as_str().unwrap_or("")
-}
 
 #[test]
 fn dependencies_start_in_order_and_independent_services_in_parallel() -> anyhow::Result<()> {
@@ -31,9 +26,9 @@ command = ["sleep", "infinity"]
 depends_on = { a = "started" }
 "#,
     )?;
-    s.wait_for("all ready", T, |s| Ok(s.status()?["ready"] == true))?;
+    s.wait_ready(T)?;
     let st = s.status()?;
-    let get = |n: &str, k: &str| st["services"].as_array().unwrap().iter().find(|x| x["name"] == n).unwrap()[k].as_u64().unwrap();
+    let get = |n: &str, k: &str| service_in(&st, n).unwrap()[k].as_u64().unwrap();
     let (a0, b0) = (get("a", "started_at"), get("b", "started_at"));
     assert!(a0.abs_diff(b0) < 150, "a and b should start together: {a0} vs {b0}");
     let c0 = get("c", "started_at");
@@ -55,7 +50,7 @@ backoff = { initial = "10ms", max = "50ms" }
 crash_loop = { max_restarts = 3, window = "60s" }
 "#,
     )?;
-    let v = s.wait_service("crashy", T, "failed", |v| state(v) == "failed")?;
+    let v = s.wait_state("crashy", "failed", T)?;
     assert_eq!(v["restarts"], 3, "{v}");
     assert_eq!(v["last_exit"]["code"], 3, "{v}");
     let msg = v["message"].as_str().unwrap_or("");
@@ -115,8 +110,8 @@ command = ["sh", "-c", "sh -c 'sleep 0.4 & echo $! > {DIR}/orphan.pid'; exec sle
     assert_eq!(proc_stat_field(orphan, 4), Some(s.pid().to_string()), "orphan reparented to the supervisor");
     // After it exits, it must not linger as a zombie.
     s.wait_for("orphan reaped", T, |_| Ok(!pid_exists(orphan)))?;
-    let zombies: Vec<i32> = std::fs::read_dir("/proc")?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+    let zombies: Vec<i32> = all_pids()
+        .into_iter()
         .filter(|p| proc_stat_field(*p, 4) == Some(s.pid().to_string()) && is_zombie(*p))
         .collect();
     assert!(zombies.is_empty(), "zombie children of the supervisor: {zombies:?}");
@@ -138,13 +133,13 @@ stop_timeout = "700ms"
     let t = std::time::Instant::now();
     let out = s.ctl(&["stop", "stubborn"]);
     assert!(out.status.success());
-    s.wait_service("stubborn", T, "stopped", |v| state(v) == "stopped")?;
+    s.wait_state("stubborn", "stopped", T)?;
     let took = t.elapsed();
     assert!(!pid_exists(gc) || is_zombie(gc), "the grandchild ignoring SIGTERM survived the stop");
     assert!(took >= Duration::from_millis(650), "killed only at the timeout, took {took:?}");
     // Nothing of the group is left.
-    let group: Vec<i32> = std::fs::read_dir("/proc")?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+    let group: Vec<i32> = all_pids()
+        .into_iter()
         .filter(|p| proc_stat_field(*p, 5) == Some(leader.to_string()) && !is_zombie(*p))
         .collect();
     assert!(group.is_empty(), "processes of the stopped group remain: {group:?}");
@@ -163,7 +158,7 @@ fn shutdown_stops_services_in_reverse_dependency_order() -> anyhow::Result<()> {
     // Declared out of order on purpose: c depends on b, b on a.
     let cfg = format!("{}{}{}", svc("c", Some("b")), svc("a", None), svc("b", Some("a")));
     let mut s = Stack::start(&cfg)?;
-    s.wait_for("all ready", T, |s| Ok(s.status()?["ready"] == true))?;
+    s.wait_ready(T)?;
     let (st, _) = s.terminate(Duration::from_secs(20))?;
     assert!(st.success(), "supervisor exit status {st:?}");
     let order = std::fs::read_to_string(s.path().join("order"))?;
@@ -187,11 +182,11 @@ readiness = { file = "{DIR}/ready.ok", period = "100ms", failure_threshold = 2 }
     )?;
     std::fs::write(s.path().join("live.ok"), "")?;
     std::fs::write(s.path().join("ready.ok"), "")?;
-    let r0 = s.wait_service("ready", T, "ready", |v| state(v) == "ready")?;
-    let l0 = s.wait_service("live", T, "ready", |v| state(v) == "ready")?;
+    let r0 = s.wait_state("ready", "ready", T)?;
+    let l0 = s.wait_state("live", "ready", T)?;
     std::fs::remove_file(s.path().join("ready.ok"))?;
     std::fs::remove_file(s.path().join("live.ok"))?;
-    let r1 = s.wait_service("ready", T, "unhealthy", |v| state(v) == "unhealthy")?;
+    let r1 = s.wait_state("ready", "unhealthy", T)?;
     assert_eq!(r1["ready"], false);
     assert_eq!(r1["pid"], r0["pid"], "readiness failure must not restart");
     assert_eq!(r1["restarts"], 0);
@@ -200,7 +195,7 @@ readiness = { file = "{DIR}/ready.ok", period = "100ms", failure_threshold = 2 }
     assert_eq!(s.status()?["ready"], false, "/readyz follows readiness");
     // Readiness comes back without a restart.
     std::fs::write(s.path().join("ready.ok"), "")?;
-    let r2 = s.wait_service("ready", T, "ready again", |v| state(v) == "ready")?;
+    let r2 = s.wait_state("ready", "ready", T)?;
     assert_eq!(r2["pid"], r0["pid"]);
     Ok(())
 }
@@ -217,8 +212,7 @@ backoff = { initial = "10ms" }
 "#,
     )?;
     let v = s.wait_service("hog", T, "restarted for memory", |v| v["restarts"].as_u64() >= Some(1))?;
-    let logs = s.ctl(&["logs", "hog", "--tail", "50"]);
-    let text = String::from_utf8_lossy(&logs.stdout);
+    let text = s.logs("hog", 50);
     assert!(text.contains("memory limit exceeded"), "logs say why: {text}\n{v}");
     Ok(())
 }
@@ -235,9 +229,9 @@ depends_on = { browser = "ready" }
 restart_with = ["browser"]
 "#,
     )?;
-    let c0 = s.wait_service("client", T, "ready", |v| state(v) == "ready")?;
+    let c0 = s.wait_state("client", "ready", T)?;
     assert!(s.ctl(&["restart", "browser"]).status.success());
-    let c1 = s.wait_service("client", T, "restarted", |v| v["restarts"] == 1 && state(v) == "ready")?;
+    let c1 = s.wait_service("client", T, "restarted", |v| v["restarts"] == 1 && v["state"] == "ready")?;
     assert_ne!(c0["pid"], c1["pid"]);
     Ok(())
 }
@@ -260,12 +254,12 @@ restart = "never"
 required = false
 "#,
     )?;
-    let v = s.wait_service("once", T, "stopped", |v| state(v) == "stopped")?;
+    let v = s.wait_state("once", "stopped", T)?;
     assert_eq!(v["last_exit"]["code"], 0);
-    let v = s.wait_service("broken", T, "failed", |v| state(v) == "failed")?;
+    let v = s.wait_state("broken", "failed", T)?;
     assert_eq!(v["last_exit"]["code"], 7);
     assert_eq!(v["restarts"], 0);
-    let v = s.wait_service("missing", T, "failed", |v| state(v) == "failed")?;
+    let v = s.wait_state("missing", "failed", T)?;
     assert!(v["message"].as_str().unwrap_or("").contains("cannot start"), "{v}");
     assert_eq!(s.status()?["ready"], true, "optional services do not count for readiness");
     Ok(())
@@ -288,7 +282,7 @@ backoff = { initial = "10ms" }
     )?;
     std::fs::write(s.path().join("sandbox-id"), "sbx-before")?;
     std::fs::write(s.path().join("alive"), "")?;
-    s.wait_service("svc", T, "ready", |v| state(v) == "ready")?;
+    s.wait_state("svc", "ready", T)?;
     // The watcher (polling once a second) has read the first id.
     s.wait_for("the first id seen", T, |s| Ok(std::fs::read_to_string(&s.log_path)?.contains("sandbox id seen")))?;
     std::fs::write(s.path().join("sandbox-id"), "sbx-after")?;

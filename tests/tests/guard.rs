@@ -85,7 +85,7 @@ fn start_in(ns: &NetNs, port: u16, public: u16, guard: &str) -> anyhow::Result<S
             ..Default::default()
         },
     )?;
-    s.wait_for("ready", Duration::from_secs(20), |s| Ok(s.status()?["ready"] == true))?;
+    s.wait_ready(Duration::from_secs(20))?;
     Ok(s)
 }
 

@@ -202,7 +202,7 @@ fn dockerignore_keeps_every_copy_source_and_drops_node_modules_and_target() {
     let path = image_file("Dockerfile.dockerignore");
     let text = read(&path);
     let patterns: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
-    for must in ["**/node_modules", "target", ".git"] {
+    for must in ["**/node_modules", "target", ".git", "app-template/.env", "app-template/.env.*", "app-template/dist"] {
         assert!(
             patterns.contains(&must),
             "{} must exclude `{must}` (the context is the repo root); patterns: {patterns:?}",
@@ -351,7 +351,7 @@ fn template_ts_builds_the_dockerfile_from_the_repo_root() {
         std::fs::canonicalize(repo_root()).unwrap(),
         "image/.. is not the repo root"
     );
-    for pat in ["**/node_modules", "**/node_modules/**"] {
+    for pat in ["**/node_modules", "**/node_modules/**", "app-template/.env", "app-template/.env.*"] {
         assert!(
             text.contains(&format!("'{pat}'")),
             "image/template.ts must pass fileIgnorePatterns with '{pat}' (E2B does not read Dockerfile.dockerignore)"
@@ -374,9 +374,19 @@ fn show(out: &Output) -> String {
     )
 }
 
-/// Splits a template.ts command into the binary's arguments: checks the optional `sudo` (the
-/// image must install it) and that the program is where the image puts the binary; maps
-/// every absolute path argument to the repo file the image copies there, which must exist.
+/// `supervisor ARGS --help` succeeds: the subcommand and every flag as written exist (clap
+/// rejects an unknown one before `--help`).
+fn assert_flags_accepted(name: &str, cmd: &str, args: &[String]) {
+    let mut help: Vec<&str> = args.iter().map(String::as_str).collect();
+    help.push("--help");
+    let out = run_bin(&help);
+    assert!(out.status.success(), "{name} `{cmd}`: `supervisor {}` fails:\n{}", help.join(" "), show(&out));
+}
+
+/// Splits a template.ts command into the binary's arguments: drops an optional `sudo` (its
+/// caller checks that the image installs it), checks that the program is where the image
+/// puts the binary, and maps every absolute path argument to the repo file the image copies
+/// there, which must exist.
 fn command_args(name: &str, cmd: &str, copies: &[Copy]) -> Vec<String> {
     let mut words: Vec<&str> = cmd.split_whitespace().collect();
     assert!(!words.is_empty(), "image/template.ts: {name} is empty");
@@ -411,20 +421,17 @@ fn command_args(name: &str, cmd: &str, copies: &[Copy]) -> Vec<String> {
 fn start_command_runs_the_shipped_config() {
     let text = read(&image_file("template.ts"));
     let cmd = ts_const(&text, "startCmd");
-    let copies = copies(&dockerfile());
+    let instructions = dockerfile();
+    let copies = copies(&instructions);
     if cmd.starts_with("sudo ") {
         assert!(
-            dockerfile().iter().any(|i| i.keyword == "RUN" && i.rest().contains(" sudo ")),
+            instructions.iter().any(|i| i.keyword == "RUN" && i.rest().contains(" sudo ")),
             "image/template.ts's startCmd uses sudo: image/Dockerfile must install it"
         );
     }
     let args = command_args("startCmd", &cmd, &copies);
     assert_eq!(args.first().map(String::as_str), Some("run"), "image/template.ts: startCmd `{cmd}` must be `supervisor run ...`");
-    // The subcommand and every flag as written (clap rejects an unknown one before --help).
-    let mut help: Vec<&str> = args.iter().map(String::as_str).collect();
-    help.push("--help");
-    let out = run_bin(&help);
-    assert!(out.status.success(), "startCmd `{cmd}`: `supervisor {}` fails:\n{}", help.join(" "), show(&out));
+    assert_flags_accepted("startCmd", &cmd, &args);
     // The same flags through `check`: the config the image ships validates.
     let mut check: Vec<&str> = args.iter().map(String::as_str).collect();
     check[0] = "check";
@@ -445,10 +452,7 @@ fn ready_command_is_supervisor_ready_and_fails_while_nothing_runs() {
     let cmd = ts_const(&text, "readyCmd");
     let args = command_args("readyCmd", &cmd, &copies(&dockerfile()));
     assert_eq!(args.first().map(String::as_str), Some("ready"), "image/template.ts: readyCmd `{cmd}` must be `supervisor ready ...`");
-    let mut help: Vec<&str> = args.iter().map(String::as_str).collect();
-    help.push("--help");
-    let out = run_bin(&help);
-    assert!(out.status.success(), "readyCmd `{cmd}`: `supervisor {}` fails:\n{}", help.join(" "), show(&out));
+    assert_flags_accepted("readyCmd", &cmd, &args);
     // E2B snapshots once the ready command exits 0: with no supervisor running it must fail.
     let dir = tempfile::tempdir().unwrap();
     let t0 = Instant::now();

@@ -37,16 +37,12 @@ impl ViteStack {
     fn proxy_port(&self) -> u16 {
         self.stack.listen.rsplit(':').next().unwrap().parse().unwrap()
     }
-    fn wait_vite_ready(&self) -> Result<()> {
-        self.stack.wait_service("vite", T, "ready", |v| v["state"] == "ready").map(|_| ())
-    }
 }
 
 /// Starts a supervisor with the `vite` service (plus `extra` TOML) on free ports.
 fn vite_stack(extra: &str, vite_extra: &str) -> Result<ViteStack> {
     let app = copy_app_template()?;
     let vite_port = free_port();
-    let listen = format!("127.0.0.1:{}", free_port());
     let config = format!(
         r#"
 [services.vite]
@@ -60,7 +56,7 @@ readiness = {{ http = "http://127.0.0.1:{vite_port}/", headers = {{ Accept = "te
     );
     let stack = Stack::start_with(
         &config,
-        StackOptions { args: vec!["--listen".into(), listen], app_dir: Some(app.path().join("app")), ..Default::default() },
+        StackOptions { app_dir: Some(app.path().join("app")), ..Default::default() },
     )?;
     Ok(ViteStack { stack, app, vite_port })
 }
@@ -71,22 +67,6 @@ readiness = {{ http = "http://127.0.0.1:{vite_port}/", headers = {{ Accept = "te
 struct Conn {
     r: BufReader<TcpStream>,
     w: TcpStream,
-}
-
-#[derive(Debug)]
-struct RawReply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl RawReply {
-    fn header(&self, n: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str())
-    }
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
 }
 
 impl Conn {
@@ -133,21 +113,20 @@ impl Conn {
         self.line()?;
         Ok(Some(buf))
     }
-    fn response(&mut self) -> Result<RawReply> {
+    fn response(&mut self) -> Result<Reply> {
         let (status, headers) = self.head()?;
-        let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
-        let mut body = vec![];
-        if get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+        let mut reply = Reply { status, headers, body: vec![] };
+        if reply.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
             while let Some(c) = self.chunk()? {
-                body.extend(c);
+                reply.body.extend(c);
             }
-        } else if let Some(n) = get("content-length") {
-            body.resize(n.parse()?, 0);
-            self.r.read_exact(&mut body)?;
+        } else if let Some(n) = reply.header("content-length") {
+            reply.body.resize(n.parse()?, 0);
+            self.r.read_exact(&mut reply.body)?;
         } else if status != 204 && status != 304 {
-            self.r.read_to_end(&mut body)?;
+            self.r.read_to_end(&mut reply.body)?;
         }
-        Ok(RawReply { status, headers, body })
+        Ok(reply)
     }
 }
 
@@ -174,13 +153,7 @@ impl Drop for GroupGuard {
 
 /// Processes (zombies included) whose process group is `pgid`.
 fn group_members(pgid: &str) -> usize {
-    std::fs::read_dir("/proc")
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-                .filter(|p| proc_stat_field(*p, 5).as_deref() == Some(pgid))
-                .count()
-        })
-        .unwrap_or(0)
+    all_pids().into_iter().filter(|p| proc_stat_field(*p, 5).as_deref() == Some(pgid)).count()
 }
 
 /// Headless Chromium `--dump-dom` of `url`, resolving PUBLIC_HOST to 127.0.0.1.
@@ -210,15 +183,8 @@ fn chromium_dump_dom(url: &str) -> Result<String> {
         .spawn()
         .context("spawn chromium")?;
     let mut guard = GroupGuard(child);
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = guard.0.try_wait()? {
-            break st;
-        }
-        if start.elapsed() > T {
-            bail!("chromium did not finish within {T:?}; stderr:\n{}", std::fs::read_to_string(&err_path).unwrap_or_default());
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let Some(status) = wait_child(&mut guard.0, T)? else {
+        bail!("chromium did not finish within {T:?}; stderr:\n{}", std::fs::read_to_string(&err_path).unwrap_or_default());
     };
     drop(guard); // whatever it left in its group
     let dom = std::fs::read_to_string(&out_path)?;
@@ -234,7 +200,7 @@ fn chromium_dump_dom(url: &str) -> Result<String> {
 #[test]
 fn page_with_a_public_host_renders_through_the_proxy() -> Result<()> {
     let v = vite_stack("", "")?;
-    v.wait_vite_ready()?;
+    v.stack.wait_state("vite", "ready", T)?;
     // (a) The HTML itself, through the proxy, with the public Host.
     let r = curl(&["-H", &format!("Host: {PUBLIC_HOST}"), "-H", "Accept: text/html", &v.stack.url("/")]);
     assert_eq!(r.status, 200, "GET / with Host {PUBLIC_HOST}: {}", r.text());
@@ -299,7 +265,7 @@ async fn next_json(ws: &mut Ws, until: Instant) -> Result<Option<Value>> {
 #[test]
 fn hmr_websocket_works_through_the_proxy() -> Result<()> {
     let v = vite_stack("", "")?;
-    v.wait_vite_ready()?;
+    v.stack.wait_state("vite", "ready", T)?;
     let token = ws_token(&v)?;
     assert!(!token.is_empty());
     let rt = tokio::runtime::Runtime::new()?;
@@ -413,7 +379,7 @@ readiness = { file = "{DIR}/go", period = "1s" }
         Ok(())
     };
     // Before Vite ever started.
-    s.wait_service("vite", T, "pending", |v| v["state"] == "pending")?;
+    s.wait_state("vite", "pending", T)?;
     check_starting("vite pending")?;
     // A WebSocket upgrade is answered too (not left hanging).
     let up = curl(&["--max-time", "3", "-H", "Connection: Upgrade", "-H", "Upgrade: websocket", "-H", "Sec-WebSocket-Version: 13", "-H", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "-H", "Sec-WebSocket-Protocol: vite-hmr", &s.url("/?token=x")]);
@@ -439,12 +405,12 @@ readiness = { file = "{DIR}/go", period = "1s" }
     // Stopped: the starting answers again.
     let out = s.ctl(&["stop", "vite"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    s.wait_service("vite", T, "stopped", |v| v["state"] == "stopped")?;
+    s.wait_state("vite", "stopped", T)?;
     check_starting("vite stopped")?;
     // Started again: the app again.
     let out = s.ctl(&["start", "vite"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    v.wait_vite_ready()?;
+    v.stack.wait_state("vite", "ready", T)?;
     let r = curl(&["-H", "Accept: text/html", "-H", &format!("Host: {PUBLIC_HOST}"), &s.url("/")]);
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().contains("/@vite/client"));
@@ -459,7 +425,7 @@ fn an_upstream_refusing_connections_gets_the_starting_answer() -> Result<()> {
     // `vite` counts as ready (no probe) but nothing listens on its port.
     let port = free_port();
     let s = Stack::start(&format!("[services.vite]\ncommand = [\"sleep\", \"infinity\"]\nport = {port}\n"))?;
-    s.wait_service("vite", T, "ready", |v| v["state"] == "ready")?;
+    s.wait_state("vite", "ready", T)?;
     let t = Instant::now();
     let html = curl(&["--max-time", "5", "-H", "Accept: text/html", &s.url("/")]);
     assert_eq!(html.status, 503, "{html:?}");
@@ -566,7 +532,7 @@ readiness = {{ tcp = "127.0.0.1:{port}", period = "2s" }}
         ),
         StackOptions { app_dir: Some(dir.path().to_path_buf()), ..Default::default() },
     )?;
-    s.wait_service("vite", T, "ready", |v| v["state"] == "ready")?;
+    s.wait_state("vite", "ready", T)?;
     Ok((s, dir))
 }
 

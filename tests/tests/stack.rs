@@ -76,7 +76,7 @@ fn the_stack_boots_serves_the_app_and_hmr_reaches_browsers() -> anyhow::Result<(
     let st = print_boot(&p)?;
     assert_eq!(st["ready"], true);
     for name in ["xvfb", "chromium", "playwright-mcp", "vite"] {
-        let s = st["services"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap();
+        let s = service_in(&st, name).unwrap();
         assert_eq!(s["state"], "ready", "{name}: {s}");
     }
     let s = &p.stack;
@@ -135,7 +135,7 @@ fn kill_and_recover(s: &Stack, name: &str) -> anyhow::Result<Duration> {
     let t = Instant::now();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)?;
     s.wait_service(name, Duration::from_secs(60), "back and ready", |v| v["state"] == "ready" && v["pid"].as_i64() != Some(pid as i64))?;
-    s.wait_for("stack ready", Duration::from_secs(60), |s| Ok(s.status()?["ready"] == true))?;
+    s.wait_ready(Duration::from_secs(60))?;
     Ok(t.elapsed())
 }
 
@@ -179,9 +179,10 @@ fn sigterm_stops_the_whole_stack_within_its_deadline() -> anyhow::Result<()> {
     assert!(took < Duration::from_secs(20), "shutdown_timeout is 20s; took {took:?}");
     let left = p.stack.leftovers();
     assert!(left.is_empty(), "processes of the stack survived: {left:?}");
-    // chrome_crashpad_handler leaves the group: it must be gone too.
-    let crashpad: Vec<i32> = std::fs::read_dir("/proc")?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+    // Not even a zombie may carry the tag (leftovers() skips zombies), including
+    // chrome_crashpad_handler, which leaves its service's group.
+    let crashpad: Vec<i32> = all_pids()
+        .into_iter()
         .filter(|pid| std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|e| e.windows(p.stack.tag.len()).any(|w| w == p.stack.tag.as_bytes())))
         .collect();
     assert!(crashpad.is_empty(), "{crashpad:?}");

@@ -33,7 +33,6 @@ if (typeof loadEnv !== 'function') {
   process.exit(1);
 }
 
-for (const key of Object.keys(process.env)) delete process.env[key];
 for (const dir of args) {
   for (const key of Object.keys(process.env)) delete process.env[key];
   process.stdout.write(JSON.stringify(loadEnv('development', resolve(dir), '')) + '\n');
