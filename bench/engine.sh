@@ -3,24 +3,14 @@
 #  1. idle RSS of `supervisor run` with five sleeping services;
 #  2. latency from a service's port opening to its `ready` state (tcp and http probes),
 #     over ROUNDS restarts each.
-# Usage: bench/engine.sh [SUPERVISOR_BIN]   (default: the static release binary)
+# Usage: bench/engine.sh [SUPERVISOR_BIN]   (default: the static release binary, built if stale)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin="${1:-${SUPERVISOR_BIN:-target/x86_64-unknown-linux-musl/release/supervisor}}"
-[ -x "$bin" ] || { echo "build it first: image/build-binary.sh" >&2; exit 1; }
+. bench/lib.sh
+bench_init "${1:-}"
 rounds="${ROUNDS:-20}"
-work=$(mktemp -d)
-sup_pid=""
-cleanup() { [ -n "$sup_pid" ] && kill "$sup_pid" 2>/dev/null && wait "$sup_pid" 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
 
-start() { # config-file
-  "$bin" run --config "$1" --runtime-dir "$work/run" --app-dir "$work" --service-user "" \
-    --listen 127.0.0.1:0 >"$work/log" 2>&1 &
-  sup_pid=$!
-  "$bin" ready --runtime-dir "$work/run" --timeout 30 >/dev/null
-}
-stop() { kill "$sup_pid"; wait "$sup_pid" 2>/dev/null || true; sup_pid=""; }
+start() { start_supervisor "$1" "$work" 127.0.0.1:0 30; } # config-file
 ctl() { "$bin" ctl --runtime-dir "$work/run" "$@"; }
 
 # 1. Idle RSS.
@@ -31,10 +21,10 @@ rss_kb=$(awk '/^VmRSS/ {print $2}' "/proc/$sup_pid/status")
 hwm_kb=$(awk '/^VmHWM/ {print $2}' "/proc/$sup_pid/status")
 threads=$(awk '/^Threads/ {print $2}' "/proc/$sup_pid/status")
 echo "idle RSS, 5 sleeping services: ${rss_kb} KiB ($(( rss_kb / 1024 )) MiB), peak ${hwm_kb} KiB, ${threads} threads"
-stop
+stop_supervisor
 
 # 2. Port open -> ready.
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 cat >"$work/server.py" <<PY
 import http.server, socketserver, sys, time
 time.sleep(0.3)  # be "starting" for a while, so the probe is polling when the port opens
@@ -64,7 +54,7 @@ TOML
     ready_ms=$(ctl --json status | python3 -c 'import json,sys; print(json.load(sys.stdin)["services"][0]["ready_at"])')
     samples+=("$(( ready_ms * 1000 - opened_us ))")
   done
-  stop
+  stop_supervisor
   printf '%s\n' "${samples[@]}" | sort -n | awk -v k="$1" '{a[NR]=$1} END {printf "port open -> ready (%s probe, %d restarts): min %.1f ms, median %.1f ms, p90 %.1f ms, max %.1f ms\n", k, NR, a[1]/1000, a[int((NR+1)/2)]/1000, a[int(NR*0.9)]/1000, a[NR]/1000}'
 }
 measure tcp "{ tcp = \"127.0.0.1:$port\", period = \"5s\" }"

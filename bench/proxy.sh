@@ -3,31 +3,19 @@
 # the real Vite dev server of app-template, once directly on Vite's port and once through
 # the supervisor's proxy (--listen), with 2 threads and with 1 thread; requests/s, p50 and
 # p99 latency of each, and the ratio proxy/direct.
-# Usage: bench/proxy.sh [SUPERVISOR_BIN]   (default: the static release binary, built if missing)
+# Usage: bench/proxy.sh [SUPERVISOR_BIN]   (default: the static release binary, built if stale)
 # Env: DURATION (10s), CONNECTIONS (64), THREADS ("2 1"), ROUNDS (3, alternating; medians reported).
 # wrk, the proxy and Vite share the machine's cores: read the ratio, not the absolutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-bin="${1:-${SUPERVISOR_BIN:-target/x86_64-unknown-linux-musl/release/supervisor}}"
-if [ ! -x "$bin" ]; then
-  echo "building $bin with image/build-binary.sh" >&2
-  image/build-binary.sh >&2
-fi
-bin=$(realpath "$bin")
+. bench/lib.sh
+bench_init "${1:-}"
 command -v wrk >/dev/null || { apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }; }
 [ -x app-template/node_modules/.bin/vite ] || { echo "app-template/node_modules is missing: run scripts/setup.sh" >&2; exit 1; }
 duration="${DURATION:-10s}"
 conns="${CONNECTIONS:-64}"
 threads="${THREADS:-2 1}"
-
-work=$(mktemp -d)
-sup_pid=""
-cleanup() {
-  if [ -n "$sup_pid" ]; then kill "$sup_pid" 2>/dev/null || true; wait "$sup_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 # A private copy of app-template: sources copied, node_modules a directory of symlinks to
 # the template's entries except .vite (so Vite's dep cache goes to the copy).
@@ -35,7 +23,7 @@ app="$work/app"
 mkdir -p "$app/node_modules" "$app/public"
 for f in "$root"/app-template/* "$root"/app-template/.[!.]*; do
   [ -e "$f" ] || continue
-  case "$(basename "$f")" in node_modules|dist) continue ;; esac
+  case "$(basename "$f")" in node_modules|dist|.env|.env.*) continue ;; esac
   cp -r "$f" "$app/"
 done
 for e in "$root"/app-template/node_modules/* "$root"/app-template/node_modules/.[!.]*; do
@@ -45,7 +33,6 @@ for e in "$root"/app-template/node_modules/* "$root"/app-template/node_modules/.
 done
 head -c 1024 /dev/zero | tr '\0' 'x' >"$app/public/1k.txt"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 vport=$(free_port)
 pport=$(free_port)
 cat >"$work/supervisor.toml" <<TOML
@@ -55,10 +42,7 @@ cwd = "\${APP_DIR}"
 port = $vport
 readiness = { http = "http://127.0.0.1:$vport/", headers = { Accept = "text/x-vite-ping" }, status = 204, period = "2s" }
 TOML
-"$bin" run --config "$work/supervisor.toml" --runtime-dir "$work/run" --app-dir "$app" --service-user "" \
-  --listen "127.0.0.1:$pport" >"$work/log" 2>&1 &
-sup_pid=$!
-"$bin" ready --runtime-dir "$work/run" --timeout 60 >/dev/null || { echo "stack not ready:" >&2; tail -30 "$work/log" >&2; exit 1; }
+start_supervisor "$work/supervisor.toml" "$app" "127.0.0.1:$pport" 60
 
 direct="http://127.0.0.1:$vport/1k.txt"
 proxied="http://127.0.0.1:$pport/1k.txt"

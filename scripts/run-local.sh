@@ -5,10 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --release -p supervisor --bin supervisor
-export PATH="$PWD/target/release:$PATH"
-runtime="${SUPERVISOR_RUNTIME_DIR:-/tmp/supervisor-local}"
-mkdir -p "$runtime"
-echo "control socket: $runtime/control.sock   (supervisor ctl --runtime-dir $runtime status)"
+image/build-binary.sh >/dev/null   # the same static binary the tests and the image use
+export PATH="$PWD/target/x86_64-unknown-linux-musl/release:$PATH"
+# Exported, so `supervisor ctl` inside the services (the agent's) finds this socket too.
+export SUPERVISOR_RUNTIME_DIR="${SUPERVISOR_RUNTIME_DIR:-/tmp/supervisor-local}"
+mkdir -p "$SUPERVISOR_RUNTIME_DIR"
+echo "control socket: $SUPERVISOR_RUNTIME_DIR/control.sock   (SUPERVISOR_RUNTIME_DIR=$SUPERVISOR_RUNTIME_DIR supervisor ctl status)"
 exec supervisor run --config opt/supervisor.toml --app-dir app-template \
-  --runtime-dir "$runtime" --service-user "" --port-guard off "$@"
+  --service-user "" --port-guard off "$@"

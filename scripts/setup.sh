@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the stack and the tests need on a fresh Debian machine with Rust:
-# Debian packages (Xvfb, Chromium, tools), the musl target, and the npm packages of
-# app-template/ and opt/. Safe to run again: it skips what is already there.
+# Debian packages (Xvfb, Chromium, tools) and the npm packages of app-template/, opt/ and
+# tests/js/ (image/build-binary.sh adds the musl target itself). Safe to run again: it
+# skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +17,9 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-rustup target list --installed | grep -qx x86_64-unknown-linux-musl || rustup target add x86_64-unknown-linux-musl
+# Vite 8 needs Node ^20.19 or >= 22.12 (Debian 13's nodejs; Debian 12's is 18).
+node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 22 || (a === 22 && b >= 12) || (a === 20 && b >= 19) ? 0 : 1)' ||
+  { echo "setup: Node $(node --version) is too old: Vite 8 needs ^20.19 or >= 22.12 (Debian 13, or NodeSource on Debian 12)" >&2; exit 1; }
 
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 for dir in app-template opt tests/js; do
