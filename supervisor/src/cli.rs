@@ -97,6 +97,10 @@ pub struct CtlArgs {
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// `ctl env` only: which env file, `app` (the app's `.env`, the default) or `services`
+    /// (root-only, for secrets only the services see).
+    #[arg(long, global = true, value_parser = ["app", "services"])]
+    pub scope: Option<String>,
     /// The command.
     #[command(subcommand)]
     pub command: CtlCommand,
@@ -133,7 +137,7 @@ pub enum CtlCommand {
         #[arg(long, default_value_t = 100)]
         tail: usize,
     },
-    /// The app's env file (injected secrets).
+    /// The env files of injected secrets (`--scope app|services`).
     #[command(subcommand)]
     Env(EnvCommand),
     /// The API token.

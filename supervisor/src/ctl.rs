@@ -39,6 +39,18 @@ pub async fn ctl(args: CtlArgs) -> anyhow::Result<i32> {
         CtlCommand::Logs { name, follow: true, tail } => return follow_logs(&sock, name, *tail).await,
         CtlCommand::Logs { name, tail, .. } => ("GET", format!("/_supervisor/logs/{name}?tail={tail}")),
     };
+    let (path, body) = match (&args.scope, &args.command) {
+        (None, _) => (path, body),
+        (Some(scope), CtlCommand::Env(EnvCommand::Keys)) => (format!("{path}?scope={scope}"), body),
+        (Some(scope), CtlCommand::Env(_)) => (path, body.map(|mut b| {
+            b["scope"] = Value::String(scope.clone());
+            b
+        })),
+        (Some(_), _) => {
+            eprintln!("error: --scope applies only to `ctl env`");
+            return Ok(2);
+        }
+    };
     let (status, answer) = client::request(&sock, method, &path, body).await?;
     let v: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
     if !(200..300).contains(&status) {

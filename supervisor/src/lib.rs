@@ -9,6 +9,8 @@
 //! - [`api`]: the `/_supervisor/` control routes, token auth and env injection;
 //! - [`proxy`], [`server`]: the port-3000 reverse proxy and public listener;
 //! - [`envfile`]: the app's `.env` file;
+//! - [`inject`]: the injected environment (both env scopes, Linux's limits);
+//! - [`untrusted`]: reading files in directories the agent controls;
 //! - [`guard`]: the firewall guard of the internal ports;
 //! - [`resume`]: pause/resume detection and its grace period;
 //! - [`acp`]: `supervisor acp`, the agent behind ACP's HTTP/WebSocket transport;
@@ -22,6 +24,7 @@ pub mod config;
 pub mod ctl;
 pub mod engine;
 pub mod envfile;
+pub mod inject;
 pub mod guard;
 pub mod logging;
 pub mod logs;
@@ -30,3 +33,13 @@ pub mod proxy;
 pub mod resume;
 pub mod run;
 pub mod server;
+pub mod untrusted;
+
+/// The text of a caught panic's payload, for the log.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}

@@ -36,20 +36,23 @@ pub struct LogLine {
     pub line: String,
 }
 
-/// The ring buffer and live feed of one service's output.
+/// The ring buffer and live feed of one service's output, bounded by lines and by bytes
+/// (a service printing megabytes of binary must not grow the supervisor).
 pub struct LogBuffer {
     name: String,
     cap: usize,
-    lines: Mutex<VecDeque<LogLine>>,
+    cap_bytes: usize,
+    lines: Mutex<Ring>,
     seq: AtomicU64,
     feed: broadcast::Sender<LogLine>,
 }
 
 impl LogBuffer {
-    /// A buffer keeping the last `cap` lines of service `name`.
-    pub fn new(name: &str, cap: usize) -> Arc<Self> {
+    /// A buffer keeping the last `cap` lines, and at most `cap_bytes` bytes of text, of
+    /// service `name`.
+    pub fn new(name: &str, cap: usize, cap_bytes: usize) -> Arc<Self> {
         let (feed, _) = broadcast::channel(256);
-        Arc::new(LogBuffer { name: name.to_string(), cap, lines: Mutex::new(VecDeque::new()), seq: AtomicU64::new(0), feed })
+        Arc::new(LogBuffer { name: name.to_string(), cap, cap_bytes, lines: Mutex::new(Ring::default()), seq: AtomicU64::new(0), feed })
     }
 
     /// Appends a line: to the ring, the live feed and the stdout echo.
@@ -62,25 +65,27 @@ impl LogBuffer {
         };
         echo(&self.name, text);
         {
-            let mut l = self.lines.lock().expect("log lock");
-            if l.len() == self.cap {
-                l.pop_front();
+            let mut r = self.lines.lock().expect("log lock");
+            r.bytes += line.line.len();
+            r.lines.push_back(line.clone());
+            while r.lines.len() > self.cap || (r.bytes > self.cap_bytes && r.lines.len() > 1) {
+                let old = r.lines.pop_front().expect("non-empty");
+                r.bytes -= old.line.len();
             }
-            l.push_back(line.clone());
         }
         let _ = self.feed.send(line);
     }
 
     /// The last `n` lines, oldest first.
     pub fn tail(&self, n: usize) -> Vec<LogLine> {
-        last_n(&self.lines.lock().expect("log lock"), n)
+        last_n(&self.lines.lock().expect("log lock").lines, n)
     }
 
     /// The last `n` lines plus a receiver of every later line (no gap, no duplicate).
     pub fn tail_and_follow(&self, n: usize) -> (Vec<LogLine>, broadcast::Receiver<LogLine>) {
         let l = self.lines.lock().expect("log lock");
         let rx = self.feed.subscribe();
-        (last_n(&l, n), rx)
+        (last_n(&l.lines, n), rx)
     }
 
     /// Reads a child's pipe to its end, one entry per line (split at [`MAX_LINE`]).
@@ -116,6 +121,13 @@ impl LogBuffer {
     }
 }
 
+/// The kept lines and their total text size.
+#[derive(Default)]
+struct Ring {
+    lines: VecDeque<LogLine>,
+    bytes: usize,
+}
+
 /// The last `n` entries of `lines`, oldest first.
 fn last_n(lines: &VecDeque<LogLine>, n: usize) -> Vec<LogLine> {
     lines.iter().skip(lines.len().saturating_sub(n)).cloned().collect()
@@ -126,13 +138,20 @@ fn last_n(lines: &VecDeque<LogLine>, n: usize) -> Vec<LogLine> {
 struct Echo {
     tx: SyncSender<String>,
     dropped: AtomicU64,
+    /// Bytes queued and not yet written: bounded by [`ECHO_MAX_BYTES`].
+    queued: Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// Most bytes of output waiting for a slow stdout before lines are dropped.
+const ECHO_MAX_BYTES: usize = 4 << 20;
 
 static ECHO: OnceLock<Echo> = OnceLock::new();
 
 fn echo(name: &str, text: &str) {
     let e = ECHO.get_or_init(|| {
         let (tx, rx) = sync_channel::<String>(8192);
+        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let q = queued.clone();
         std::thread::Builder::new()
             .name("stdout-echo".into())
             .spawn(move || {
@@ -141,19 +160,36 @@ fn echo(name: &str, text: &str) {
                     let mut o = out.lock();
                     let _ = o.write_all(line.as_bytes());
                     let _ = o.flush();
+                    q.fetch_sub(line.len(), Ordering::Relaxed);
                 }
             })
             .expect("spawn echo thread");
-        Echo { tx, dropped: AtomicU64::new(0) }
+        Echo { tx, dropped: AtomicU64::new(0), queued }
     });
     let dropped = e.dropped.load(Ordering::Relaxed);
-    if dropped > 0 && e.tx.try_send(format!("[supervisor] {dropped} output lines dropped: stdout is slow\n")).is_ok() {
+    if dropped > 0 && e.send(format!("[supervisor] {dropped} output lines dropped: stdout is slow\n")) {
         e.dropped.fetch_sub(dropped, Ordering::Relaxed);
     }
-    match e.tx.try_send(format!("[{name}] {text}\n")) {
-        Ok(()) => {}
-        Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-            e.dropped.fetch_add(1, Ordering::Relaxed);
+    if !e.send(format!("[{name}] {text}\n")) {
+        e.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Echo {
+    /// Queues `line` unless that would pass the byte bound or the queue is full.
+    fn send(&self, line: String) -> bool {
+        let len = line.len();
+        // Counted before sending, so the writer thread never subtracts what was not added.
+        if self.queued.fetch_add(len, Ordering::Relaxed) + len > ECHO_MAX_BYTES {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            return false;
+        }
+        match self.tx.try_send(line) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.queued.fetch_sub(len, Ordering::Relaxed);
+                false
+            }
         }
     }
 }
@@ -164,7 +200,7 @@ mod tests {
 
     #[test]
     fn ring_keeps_last_lines() {
-        let b = LogBuffer::new("t", 3);
+        let b = LogBuffer::new("t", 3, 1 << 20);
         for i in 0..5 {
             b.push(Stream::Stdout, &format!("l{i}"));
         }
@@ -173,9 +209,23 @@ mod tests {
         assert_eq!(b.tail(1)[0].line, "l4");
     }
 
+    #[test]
+    fn ring_is_bounded_in_bytes() {
+        let b = LogBuffer::new("t", 1000, 64 << 10);
+        let big = "x".repeat(MAX_LINE);
+        for _ in 0..100 {
+            b.push(Stream::Stdout, &big);
+        }
+        let kept: usize = b.tail(1000).iter().map(|l| l.line.len()).sum();
+        assert!(kept <= 64 << 10, "kept {kept} bytes");
+        assert_eq!(b.tail(1000).len(), 4, "the newest lines that fit");
+        b.push(Stream::Stdout, "small");
+        assert_eq!(b.tail(1)[0].line, "small");
+    }
+
     #[tokio::test]
     async fn drain_splits_lines_and_long_runs() {
-        let b = LogBuffer::new("t", 100);
+        let b = LogBuffer::new("t", 100, 1 << 20);
         let mut input = b"a\r\nb\n".to_vec();
         input.extend(std::iter::repeat_n(b'x', MAX_LINE + 5));
         b.clone().drain(Stream::Stderr, &input[..]).await;

@@ -1,6 +1,7 @@
 //! Pause/resume (SPEC §7): a frozen VM is not a failure. A wall-clock jump (the wall
-//! clock moved much further than the monotonic clock) or a change of E2B's sandbox id
-//! file starts a grace period in which probes re-run before any restart, and drops the
+//! clock moved much further than the monotonic clock), a stall of our own once-a-second
+//! tick (the process was frozen: SIGSTOP, a cgroup freezer, a VM whose monotonic clock
+//! kept running) or a change of E2B's sandbox id file starts a grace period in which probes re-run before any restart, and drops the
 //! proxy's idle upstream connections.
 
 use crate::engine::reaper::now_ms;
@@ -33,6 +34,8 @@ pub async fn watch(sup: Arc<Supervisor>, id_file: PathBuf, grace: Duration) {
     }
     let (mut mono, mut wall) = (Instant::now(), SystemTime::now());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // After a freeze, one tick (not a burst of missed ones) that sees the whole gap.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let (m, w) = (Instant::now(), SystemTime::now());
@@ -42,6 +45,8 @@ pub async fn watch(sup: Arc<Supervisor>, id_file: PathBuf, grace: Duration) {
         let id = read_id(&id_file);
         let why = if wall_d > mono_d + JUMP {
             Some(format!("the wall clock jumped {:?} ahead", wall_d - mono_d))
+        } else if mono_d > Duration::from_secs(1) + JUMP {
+            Some(format!("this process was frozen for about {:?}", mono_d - Duration::from_secs(1)))
         } else if id != last_id && id.is_some() && last_id.is_some() {
             Some("the sandbox id changed".to_string())
         } else {

@@ -17,6 +17,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 /// Runs the stack until a stop signal; returns the exit code.
 pub async fn run(cfg: Config) -> anyhow::Result<i32> {
+    install_panic_hook();
     let reaper = Reaper::install()?;
     let settings = cfg.settings.clone();
     let targets = server::PassThroughTargets::from_services(&cfg.services);
@@ -38,11 +39,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
     let state = ApiState {
         sup: sup.clone(),
         cpu: Arc::default(),
-        env: Arc::new(EnvStore::new(settings.env_file.clone(), app_owner(&settings.app_dir))),
+        env: Arc::new(EnvStore::new(settings.env_file.clone(), app_owner(&settings.app_dir), settings.services_env_file.clone())),
         token_file: settings.token_file.clone(),
         guard: guard.clone(),
     };
-    sup.set_injected_env(state.env.values());
+    sup.set_injected_env(state.env.injected().await);
     let app = Arc::new(AppProxy {
         upstream: Upstream::new(&settings.proxy_upstream),
         service: settings.proxy_service.clone(),
@@ -73,6 +74,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
     guard.remove(&reaper).await;
     let _ = std::fs::remove_file(&settings.control_socket);
     Ok(0)
+}
+
+/// Logs every panic through `tracing` (with where it happened) before it unwinds: the
+/// task or request it ends is recovered from, but it must never pass silently.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let what = crate::panic_message(info.payload());
+        let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        tracing::error!(at = %at, "panic: {what}");
+    }));
 }
 
 /// Binds the control socket with mode 0600, replacing a stale one but never a live one.

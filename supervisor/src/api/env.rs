@@ -1,13 +1,17 @@
-//! Env injection (SPEC §5): `GET /_supervisor/env` lists the keys of the app's `.env`;
-//! `POST /_supervisor/env` validates everything first, merges, writes the file atomically,
-//! then restarts the services with `env_injection`. Values are never logged or echoed.
+//! Env injection (SPEC §5): `GET /_supervisor/env` lists the keys of one scope's env file;
+//! `POST /_supervisor/env` validates everything first (keys, values, what Vite can read
+//! back, what Linux lets a process start with), merges, writes the file atomically, and
+//! schedules restarts of the `env_injection` services whose environment really changed.
+//! Two scopes: `app` (the app's `.env`, which Vite reads) and `services` (a root-only
+//! file in the runtime dir for secrets only the services need). Values are never logged
+//! or echoed.
 
 use super::{ApiError, ApiState};
-use crate::engine::{Control, State as SvcState};
 use crate::envfile;
+use crate::inject::{Injected, Scope};
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::Json;
 use http_body_util::BodyExt;
 use serde::Deserialize;
@@ -18,42 +22,92 @@ use std::path::PathBuf;
 pub const MAX_BODY: usize = 256 * 1024;
 /// Most keys in `set` and `unset` together.
 pub const MAX_KEYS: usize = 512;
+/// Largest env file read (the app's lives in a directory the agent owns).
+pub const MAX_FILE: u64 = 8 << 20;
 
-/// The env file, its owner, and the lock that serializes writers.
-pub struct EnvStore {
+/// One env file and the account it is written for.
+struct EnvFile {
     path: PathBuf,
     owner: Option<(u32, u32)>,
+}
+
+/// Both env files, and the lock that serializes writers.
+pub struct EnvStore {
+    app: EnvFile,
+    services: EnvFile,
     lock: tokio::sync::Mutex<()>,
 }
 
 impl EnvStore {
-    /// The env file at `path`, written as `owner` (uid, gid) when set.
-    pub fn new(path: PathBuf, owner: Option<(u32, u32)>) -> Self {
-        EnvStore { path, owner, lock: tokio::sync::Mutex::new(()) }
+    /// The app's env file at `app` (written as `owner` (uid, gid) when set) and the
+    /// services-scope file at `services` (written as ourselves, 0600).
+    pub fn new(app: PathBuf, owner: Option<(u32, u32)>, services: PathBuf) -> Self {
+        EnvStore { app: EnvFile { path: app, owner }, services: EnvFile { path: services, owner: None }, lock: tokio::sync::Mutex::new(()) }
     }
 
-    fn read(&self) -> Result<String, ApiError> {
-        match std::fs::read_to_string(&self.path) {
-            Ok(t) => Ok(t),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-            Err(e) => Err(io_error("read", &self.path, e)),
+    fn file(&self, scope: Scope) -> &EnvFile {
+        match scope {
+            Scope::App => &self.app,
+            Scope::Services => &self.services,
         }
     }
 
-    /// The variables the file defines, as the app would read them.
-    pub fn values(&self) -> Vec<(String, String)> {
-        self.read().map(|t| envfile::values(&t)).unwrap_or_default()
+    /// The text of one scope's file ("" when it does not exist). Never blocks the event
+    /// loop, never follows a symlink, never opens a FIFO or device for reading.
+    async fn read(&self, scope: Scope) -> Result<String, ApiError> {
+        let path = self.file(scope).path.clone();
+        match crate::untrusted::read_regular_async(path.clone(), MAX_FILE).await {
+            Ok(t) => Ok(t.unwrap_or_default()),
+            Err(e) => Err(io_error("read", &path, e)),
+        }
     }
 
-    /// Applies a validated change under the lock; returns the file's new variables.
-    pub async fn apply(&self, set: &[(String, String)], unset: &[String]) -> Result<Vec<(String, String)>, ApiError> {
+    /// The injected environment as the files are now. An unreadable file counts as
+    /// empty (logged), so a broken `.env` never stops the services from starting.
+    pub async fn injected(&self) -> Injected {
+        let mut parts = Vec::new();
+        for scope in [Scope::App, Scope::Services] {
+            parts.push(match self.read(scope).await {
+                Ok(t) => envfile::values(&t),
+                Err(e) => {
+                    tracing::error!("env injection: {}", e.message);
+                    Vec::new()
+                }
+            });
+        }
+        let services = parts.pop().unwrap_or_default();
+        Injected::build(parts.pop().unwrap_or_default(), services)
+    }
+
+    /// Applies a validated change to `scope` under the lock and returns the injected
+    /// environment after it. With `limit`, a set key that could not be injected (too
+    /// large for a process environment) refuses the whole change, file untouched.
+    async fn apply(&self, scope: Scope, set: &[(String, String)], unset: &[String], limit: bool) -> Result<Injected, ApiError> {
         let _guard = self.lock.lock().await;
-        let existing = self.read()?;
-        let merged = envfile::merge(&existing, set, unset).map_err(env_error)?;
-        if merged != existing {
-            envfile::write_atomic(&self.path, &merged, self.owner).map_err(|e| io_error("write", &self.path, e))?;
+        let (app, services) = (self.read(Scope::App).await?, self.read(Scope::Services).await?);
+        let existing = match scope {
+            Scope::App => &app,
+            Scope::Services => &services,
+        };
+        let merged = envfile::merge(existing, set, unset).map_err(env_error)?;
+        let injected = match scope {
+            Scope::App => Injected::build(envfile::values(&merged), envfile::values(&services)),
+            Scope::Services => Injected::build(envfile::values(&app), envfile::values(&merged)),
+        };
+        if limit {
+            if let Some((k, why)) = set.iter().find_map(|(k, _)| injected.dropped_reason(k, scope).map(|w| (k, w))) {
+                return Err(ApiError::new(StatusCode::BAD_REQUEST, "env_too_large", format!("{k} cannot be injected: {why}")));
+            }
         }
-        Ok(envfile::values(&merged))
+        if merged != *existing {
+            let file = self.file(scope);
+            let (path, owner) = (file.path.clone(), file.owner);
+            tokio::task::spawn_blocking(move || envfile::write_atomic(&path, &merged, owner))
+                .await
+                .map_err(|e| io_error("write", &file.path, std::io::Error::other(e.to_string())))?
+                .map_err(|e| io_error("write", &file.path, e))?;
+        }
+        Ok(injected)
     }
 }
 
@@ -65,6 +119,14 @@ fn env_error(e: envfile::EnvError) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string())
 }
 
+fn scope_of(s: Option<&str>) -> Result<Scope, ApiError> {
+    match s {
+        None => Ok(Scope::App),
+        Some(s) => Scope::parse(s)
+            .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid_scope", format!("unknown scope {:?}; use \"app\" or \"services\"", s.chars().take(32).collect::<String>()))),
+    }
+}
+
 /// The body of `POST /_supervisor/env`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,12 +135,15 @@ struct EnvChange {
     set: BTreeMap<String, String>,
     #[serde(default)]
     unset: Vec<String>,
+    #[serde(default)]
+    scope: Option<String>,
 }
 
-/// `GET /_supervisor/env`: `{"keys":[...]}`, names only.
-pub async fn get_env(State(st): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let text = st.env.read()?;
-    Ok(Json(serde_json::json!({"keys": envfile::keys(&text)})))
+/// `GET /_supervisor/env[?scope=services]`: `{"keys":[...]}`, names only.
+pub async fn get_env(State(st): State<ApiState>, uri: Uri) -> Result<Json<serde_json::Value>, ApiError> {
+    let scope = scope_of(crate::api::auth::query_param(uri.query().unwrap_or(""), "scope").as_deref())?;
+    let text = st.env.read(scope).await?;
+    Ok(Json(serde_json::json!({"keys": envfile::keys(&text), "scope": scope.as_str()})))
 }
 
 /// `POST /_supervisor/env`.
@@ -100,9 +165,15 @@ pub async fn post_env(State(st): State<ApiState>, headers: HeaderMap, body: Body
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
-            format!("the body must be {{\"set\":{{\"KEY\":\"value\"}},\"unset\":[\"KEY\"]}} ({:?} error at line {}, column {})", e.classify(), e.line(), e.column()),
+            format!(
+                "the body must be {{\"set\":{{\"KEY\":\"value\"}},\"unset\":[\"KEY\"],\"scope\":\"app\"}} ({:?} error at line {}, column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            ),
         )
     })?;
+    let scope = scope_of(change.scope.as_deref())?;
     if change.set.len() + change.unset.len() > MAX_KEYS {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "too_many_keys", format!("at most {MAX_KEYS} keys in set and unset together")));
     }
@@ -117,20 +188,10 @@ pub async fn post_env(State(st): State<ApiState>, headers: HeaderMap, body: Body
     for k in &change.unset {
         envfile::validate_key(k).map_err(env_error)?;
     }
-    let values = st.env.apply(&set, &change.unset).await?;
-    tracing::info!(set = set.len(), unset = change.unset.len(), "env file updated");
-    st.sup.set_injected_env(values);
-    let mut restarted = Vec::new();
-    for (name, h) in st.sup.services() {
-        if !h.spec.env_injection || h.spec.disabled {
-            continue;
-        }
-        let running = st.sup.status(name).is_some_and(|s| !matches!(s.state, SvcState::Stopped | SvcState::Failed));
-        if running {
-            let _ = st.sup.control(name, Control::Restart).await;
-            restarted.push(name.clone());
-        }
-    }
+    let injected = st.env.apply(scope, &set, &change.unset, st.sup.has_env_injection()).await?;
+    tracing::info!(scope = scope.as_str(), set = set.len(), unset = change.unset.len(), "env file updated");
+    st.sup.set_injected_env(injected);
+    let restarted = st.sup.env_changed();
     let set_keys: Vec<&String> = set.iter().map(|(k, _)| k).collect();
     Ok((StatusCode::OK, Json(serde_json::json!({"set": set_keys, "unset": change.unset, "restarted": restarted}))))
 }

@@ -59,7 +59,16 @@ fn socket_only_routes() -> Router<ApiState> {
 
 /// The router served on the unix socket: every route, no token (the socket is 0600).
 pub fn socket_router(state: ApiState) -> Router {
-    open_routes().merge(token_routes()).merge(socket_only_routes()).fallback(not_found).with_state(state)
+    open_routes().merge(token_routes()).merge(socket_only_routes()).fallback(not_found).with_state(state).layer(catch_panic())
+}
+
+/// A layer that turns a panic in a handler into a JSON 500 for that one request (the
+/// panic hook has logged it); the process and every other connection carry on.
+pub fn catch_panic() -> tower_http::catch_panic::CatchPanicLayer<fn(Box<dyn std::any::Any + Send + 'static>) -> Response> {
+    fn answer(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "the supervisor hit an internal error serving this request (logged)").into_response()
+    }
+    tower_http::catch_panic::CatchPanicLayer::custom(answer as fn(_) -> _)
 }
 
 /// JSON 404 for routes that do not exist.
@@ -78,13 +87,13 @@ async fn readyz(State(st): State<ApiState>) -> Response {
 }
 
 async fn status_route(State(st): State<ApiState>) -> Json<status::StatusReport> {
-    Json(status::report(&st.sup, &st.cpu, &st.guard))
+    Json(status::report_async(&st).await)
 }
 
 /// SSE: a `snapshot` event with the whole status, then a `service` event per change.
 async fn events(State(st): State<ApiState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = st.sup.subscribe();
-    let snapshot = status::report(&st.sup, &st.cpu, &st.guard);
+    let snapshot = status::report_async(&st).await;
     let first = stream::once(async move { Ok(Event::default().event("snapshot").json_data(snapshot).expect("json")) });
     let changes = BroadcastStream::new(rx).filter_map(|m| async move {
         match m {
@@ -159,4 +168,36 @@ async fn rotate_token(State(st): State<ApiState>) -> Result<Json<serde_json::Val
     })?;
     tracing::info!(path = %st.token_file.display(), "token rotated");
     Ok(Json(serde_json::json!({"token_file": st.token_file})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn fetch(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_ends_only_its_own_request() {
+        async fn boom() -> &'static str {
+            panic!("a bug in one handler")
+        }
+        let app: Router = Router::new().route("/boom", get(boom)).route("/_supervisor/healthz", get(healthz)).layer(catch_panic());
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        for _ in 0..3 {
+            let r = fetch(addr, "/boom").await;
+            assert!(r.starts_with("HTTP/1.1 500"), "{r}");
+            assert!(r.contains(r#""code":"internal_error""#), "{r}");
+            let ok = fetch(addr, "/_supervisor/healthz").await;
+            assert!(ok.starts_with("HTTP/1.1 200") && ok.contains(r#""status":"ok""#), "the server keeps serving: {ok}");
+        }
+    }
 }

@@ -36,6 +36,9 @@ pub struct StatusReport {
     pub resumed_at: Option<u64>,
     /// A resume grace period is running (no restarts on liveness failures).
     pub resume_grace: bool,
+    /// Variables left out of the injected environment (too large for a process), with
+    /// the reason: names only, never values.
+    pub env_dropped: Vec<crate::inject::Dropped>,
     /// Services in start order.
     pub services: Vec<ServiceReport>,
 }
@@ -65,9 +68,14 @@ impl CpuSampler {
     }
 }
 
-/// Builds the status document.
-pub fn report(sup: &Supervisor, cpu: &CpuSampler, guard: &crate::guard::PortGuard) -> StatusReport {
-    let all: Vec<procs::ProcStat> = procs::live().collect();
+/// Builds the status document, reading `/proc` on a blocking thread.
+pub async fn report_async(st: &super::ApiState) -> StatusReport {
+    let all = procs::live_async().await;
+    report(&st.sup, &st.cpu, &st.guard, &all)
+}
+
+/// Builds the status document from the processes `all` seen in `/proc`.
+pub fn report(sup: &Supervisor, cpu: &CpuSampler, guard: &crate::guard::PortGuard, all: &[procs::ProcStat]) -> StatusReport {
     let services = sup
         .statuses()
         .into_iter()
@@ -91,6 +99,7 @@ pub fn report(sup: &Supervisor, cpu: &CpuSampler, guard: &crate::guard::PortGuar
         port_guard: guard.status(),
         resumed_at: crate::resume::last_resume_ms(),
         resume_grace: sup.in_grace(),
+        env_dropped: sup.injected_dropped(),
         services,
     }
 }

@@ -85,6 +85,10 @@ pub struct Settings {
     pub env_file: PathBuf,
     /// Lines kept per service log ring buffer.
     pub log_lines: usize,
+    /// Bytes kept per service log ring buffer.
+    pub log_bytes: usize,
+    /// The services-scope env file (root-only, outside the app dir).
+    pub services_env_file: PathBuf,
     /// The service whose readiness gates the proxy.
     pub proxy_service: String,
     /// `HOST:PORT` the proxy forwards to.
@@ -162,6 +166,8 @@ pub struct CrashLoopSpec {
     pub max_restarts: u32,
     /// The window.
     pub window: Duration,
+    /// Rest before a `failed` (crash-looped) service is tried again; None = never.
+    pub retry_after: Option<Duration>,
 }
 
 /// A checked probe.

@@ -37,6 +37,11 @@ pub struct SupervisorSection {
     pub env_file: Option<String>,
     /// Lines kept per service in its log ring buffer.
     pub log_lines: Option<usize>,
+    /// Bytes kept per service in its log ring buffer (`"1MiB"`).
+    pub log_bytes: Option<ByteSize>,
+    /// The services-scope env file (secrets only the services see), default
+    /// `${RUNTIME_DIR}/services.env`; never under the app dir.
+    pub services_env_file: Option<String>,
     /// The service whose readiness gates the proxy (default `vite`).
     pub proxy_service: Option<String>,
     /// Where the proxy forwards to (default `127.0.0.1:<port of proxy_service>`, else `127.0.0.1:5173`).
@@ -197,6 +202,25 @@ pub struct CrashLoopSection {
     pub max_restarts: Option<u32>,
     /// The window.
     pub window: Option<Dur>,
+    /// How long a crash-looped (`failed`) service rests before it is tried again;
+    /// `"never"` keeps it failed until a `start`.
+    pub retry_after: Option<DurOrNever>,
+}
+
+/// A duration, or `"never"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurOrNever(pub Option<std::time::Duration>);
+
+impl<'de> Deserialize<'de> for DurOrNever {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim().eq_ignore_ascii_case("never") {
+            return Ok(DurOrNever(None));
+        }
+        humantime::parse_duration(s.trim())
+            .map(|d| DurOrNever(Some(d)))
+            .map_err(|e| serde::de::Error::custom(format!("bad duration {s:?}: {e} (write e.g. \"60s\", or \"never\")")))
+    }
 }
 
 /// A probe: exactly one kind key plus timing.

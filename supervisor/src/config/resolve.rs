@@ -29,6 +29,8 @@ pub fn resolve(source: &str, config_dir: &Path, text: &str, ov: &Overrides) -> R
         token_file: path_or(&sv.token_file, runtime_dir.join("token")),
         env_file: path_or(&sv.env_file, app_dir.join(".env")),
         log_lines: sv.log_lines.unwrap_or(1000).max(1),
+        log_bytes: sv.log_bytes.map(|b| b.0 as usize).unwrap_or(1 << 20).max(64 << 10),
+        services_env_file: path_or(&sv.services_env_file, runtime_dir.join("services.env")),
         proxy_service: sv.proxy_service.clone().unwrap_or_else(|| "vite".into()),
         proxy_upstream: String::new(),
         sandbox_id_file: path_or(&sv.sandbox_id_file, PathBuf::from("/run/e2b/.E2B_SANDBOX_ID")),
@@ -39,6 +41,9 @@ pub fn resolve(source: &str, config_dir: &Path, text: &str, ov: &Overrides) -> R
     };
     if settings.listen.parse::<std::net::SocketAddr>().is_err() {
         return Err(err("supervisor.listen", format!("{:?} is not an IP:PORT address", settings.listen)));
+    }
+    if abs(settings.services_env_file.clone()).starts_with(&app_dir) {
+        return Err(err("supervisor.services_env_file", format!("{} is under the app dir {}: the services' secrets must never be readable by the app", settings.services_env_file.display(), app_dir.display())));
     }
     if file.services.is_empty() {
         return Err(err("services", "no service is defined".into()));
@@ -124,7 +129,7 @@ fn service(name: &str, s: &ServiceSection, vars: &Vars, settings: &Settings) -> 
     let stop_signal = parse_signal(s.stop_signal.as_deref().unwrap_or("SIGTERM")).map_err(|r| (key("stop_signal"), r))?;
     let b = &s.backoff;
     let backoff = BackoffSpec {
-        initial: b.initial.map(Into::into).unwrap_or(Duration::from_millis(500)),
+        initial: b.initial.map(Into::into).unwrap_or(Duration::from_millis(100)),
         max: b.max.map(Into::into).unwrap_or(Duration::from_secs(30)),
         multiplier: b.multiplier.unwrap_or(2.0),
         reset_after: b.reset_after.map(Into::into).unwrap_or(Duration::from_secs(30)),
@@ -142,6 +147,7 @@ fn service(name: &str, s: &ServiceSection, vars: &Vars, settings: &Settings) -> 
     let crash_loop = CrashLoopSpec {
         max_restarts: s.crash_loop.max_restarts.unwrap_or(5),
         window: s.crash_loop.window.map(Into::into).unwrap_or(Duration::from_secs(60)),
+        retry_after: s.crash_loop.retry_after.map(|r| r.0).unwrap_or(Some(Duration::from_secs(60))),
     };
     if crash_loop.max_restarts == 0 {
         return Err((key("crash_loop.max_restarts"), "must be at least 1".into()));

@@ -117,9 +117,31 @@ mod tests {
         assert!((119..=120).contains(&hi), "{hi}");
     }
 
+    #[test]
+    fn default_first_restart_is_fast_and_crash_loops_are_retried() {
+        let cfg = crate::config::resolve("t.toml", std::path::Path::new("/tmp"), "[services.a]\ncommand = [\"true\"]\n", &Default::default()).unwrap();
+        let s = &cfg.services[0];
+        let mut b = Backoff::new(s.backoff);
+        let first = b.next_delay(0.999);
+        assert!(first <= Duration::from_millis(110), "first restart after a stable run waits at most ~100 ms (jitter ±10%): {first:?}");
+        assert!(b.next_delay(0.5) > first, "later restarts back off");
+        assert_eq!(s.crash_loop.retry_after, Some(Duration::from_secs(60)), "a crash loop is retried every 60 s by default");
+        let never = crate::config::resolve(
+            "t.toml",
+            std::path::Path::new("/tmp"),
+            "[services.a]\ncommand = [\"true\"]\ncrash_loop = { retry_after = \"never\" }\n",
+            &Default::default(),
+        )
+        .unwrap();
+        assert_eq!(never.services[0].crash_loop.retry_after, None);
+        let bad = crate::config::resolve("t.toml", std::path::Path::new("/tmp"), "[services.a]\ncommand = [\"true\"]\ncrash_loop = { retry_after = \"soon\" }\n", &Default::default());
+        let e = bad.unwrap_err().to_string();
+        assert!(e.contains("services.a.crash_loop.retry_after") && e.contains("never"), "{e}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn crash_loop_counts_only_the_window() {
-        let mut c = CrashLoop::new(CrashLoopSpec { max_restarts: 2, window: Duration::from_secs(10) });
+        let mut c = CrashLoop::new(CrashLoopSpec { max_restarts: 2, window: Duration::from_secs(10), retry_after: None });
         assert!(!c.record(Instant::now()));
         assert!(!c.record(Instant::now()));
         tokio::time::advance(Duration::from_secs(11)).await;

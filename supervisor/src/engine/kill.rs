@@ -21,6 +21,14 @@ pub fn group_alive(pgid: i32) -> bool {
     }
 }
 
+/// [`group_alive`], with the `/proc` scan on a blocking thread.
+async fn group_alive_async(pgid: i32) -> bool {
+    match killpg(Pid::from_raw(pgid), None) {
+        Err(_) => false,
+        Ok(()) => !procs::group_async(pgid).await.is_empty(),
+    }
+}
+
 /// Stops group `pgid` whose leader's exit arrives on `exit` (None if already reaped).
 /// Sends `signal`, waits up to `grace` for the leader and the whole group, then SIGKILLs
 /// the group, and finally kills processes of `service` that left the group.
@@ -44,7 +52,7 @@ pub async fn stop_group(
     }
     // Then for the rest of the group, until the same deadline.
     wait_group_gone(pgid, deadline).await;
-    if group_alive(pgid) || (status.is_none() && exit.is_some()) {
+    if group_alive_async(pgid).await || (status.is_none() && exit.is_some()) {
         tracing::warn!(service, pgid, "did not stop within {grace:?}; sending SIGKILL to the group");
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
         if status.is_none() {
@@ -56,15 +64,21 @@ pub async fn stop_group(
         }
         wait_group_gone(pgid, Instant::now() + Duration::from_secs(2)).await;
     }
-    kill_escapees(service);
+    kill_escapees_async(service).await;
     status
 }
 
 /// Polls until no process of group `pgid` is alive or `deadline` passes.
 async fn wait_group_gone(pgid: i32, deadline: Instant) {
-    while group_alive(pgid) && Instant::now() < deadline {
+    while group_alive_async(pgid).await && Instant::now() < deadline {
         sleep(POLL).await;
     }
+}
+
+/// [`kill_escapees`] on a blocking thread (it scans every process's environment).
+pub async fn kill_escapees_async(service: &str) {
+    let service = service.to_string();
+    let _ = tokio::task::spawn_blocking(move || kill_escapees(&service)).await;
 }
 
 /// SIGKILLs every process still carrying `service`'s marker from this supervisor.

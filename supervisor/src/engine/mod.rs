@@ -14,13 +14,15 @@ pub use service::Control;
 pub use state::{ServiceStatus, State};
 
 use crate::config::{Config, ServiceSpec};
+use crate::inject::{Dropped, Injected};
 use crate::logs::LogBuffer;
 use indexmap::IndexMap;
 use reaper::{now_ms, Reaper};
 use service::Runner;
 use spawn::RunAs;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, watch};
 
@@ -30,7 +32,11 @@ pub(crate) struct Shared {
     statuses: IndexMap<String, watch::Receiver<ServiceStatus>>,
     tick: watch::Sender<u64>,
     events: broadcast::Sender<ServiceStatus>,
-    injected: RwLock<Vec<(String, String)>>,
+    injected: RwLock<Injected>,
+    /// The injected environment's fingerprint each service's current process got.
+    spawned_env: Mutex<HashMap<String, u64>>,
+    /// Wakes the env-restart coalescer.
+    env_changed: tokio::sync::Notify,
     shutting_down: AtomicBool,
     grace_until: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
@@ -45,8 +51,17 @@ impl Shared {
         self.tick.send_modify(|t| *t += 1);
     }
 
-    fn injected_env(&self) -> Vec<(String, String)> {
-        self.injected.read().expect("env lock").clone()
+    /// The injected environment now, recorded as what `service` is being started with.
+    fn injected_env_for(&self, service: &str) -> Vec<(String, String)> {
+        let inj = self.injected.read().expect("env lock");
+        self.spawned_env.lock().expect("spawned env").insert(service.to_string(), inj.fingerprint());
+        inj.vars.clone()
+    }
+
+    /// Whether `service`'s process was started with another injected environment than now.
+    fn env_stale(&self, service: &str) -> bool {
+        let now = self.injected.read().expect("env lock").fingerprint();
+        self.spawned_env.lock().expect("spawned env").get(service).is_some_and(|f| *f != now)
     }
 
     fn is_shutting_down(&self) -> bool {
@@ -56,6 +71,33 @@ impl Shared {
     /// Within the grace period after a resume.
     fn in_grace(&self) -> bool {
         self.grace_until.lock().expect("grace").is_some_and(|t| tokio::time::Instant::now() < t)
+    }
+}
+
+/// Env writes closer together than this are one change: one restart per burst.
+pub const ENV_COALESCE: Duration = Duration::from_millis(250);
+/// A burst longer than this still restarts (writes that never pause must not starve it).
+pub const ENV_COALESCE_MAX: Duration = Duration::from_secs(2);
+
+/// Restarts `env_injection` services after env changes, once per burst of writes.
+async fn env_restarts(shared: Arc<Shared>, services: Vec<(String, mpsc::Sender<Control>)>) {
+    if services.is_empty() {
+        return;
+    }
+    loop {
+        shared.env_changed.notified().await;
+        let burst = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(ENV_COALESCE) => break,
+                _ = shared.env_changed.notified() => if burst.elapsed() >= ENV_COALESCE_MAX { break },
+            }
+        }
+        for (name, ctl) in &services {
+            if shared.env_stale(name) {
+                let _ = ctl.send(Control::EnvChanged).await;
+            }
+        }
     }
 }
 
@@ -104,18 +146,23 @@ impl Supervisor {
             statuses,
             tick,
             events,
-            injected: RwLock::new(Vec::new()),
+            injected: RwLock::new(Injected::default()),
+            spawned_env: Mutex::new(HashMap::new()),
+            env_changed: tokio::sync::Notify::new(),
             shutting_down: AtomicBool::new(false),
             grace_until: std::sync::Mutex::new(None),
         });
         let mut services = IndexMap::new();
         for (spec, run_as, status) in senders {
-            let logs = LogBuffer::new(&spec.name, cfg.settings.log_lines);
+            let logs = LogBuffer::new(&spec.name, cfg.settings.log_lines, cfg.settings.log_bytes);
             let (ctl_tx, ctl_rx) = mpsc::channel(16);
             let runner = Runner { spec: spec.clone(), run_as, shared: shared.clone(), logs: logs.clone(), status, ctl: ctl_rx };
-            tokio::spawn(runner.run());
+            tokio::spawn(service::run_guarded(runner));
             services.insert(spec.name.clone(), ServiceHandle { spec, logs, ctl: ctl_tx });
         }
+        let injecting: Vec<(String, mpsc::Sender<Control>)> =
+            services.values().filter(|h| h.spec.env_injection && !h.spec.disabled).map(|h| (h.spec.name.clone(), h.ctl.clone())).collect();
+        tokio::spawn(env_restarts(shared.clone(), injecting));
         Ok(Arc::new(Supervisor { shared, services, started_ms, started }))
     }
 
@@ -175,9 +222,40 @@ impl Supervisor {
         self.shared.in_grace()
     }
 
-    /// Replaces the injected environment given to `env_injection` services.
-    pub fn set_injected_env(&self, env: Vec<(String, String)>) {
+    /// Replaces the injected environment given to `env_injection` services (from their
+    /// next start on; [`Supervisor::env_changed`] schedules the restarts).
+    pub fn set_injected_env(&self, env: Injected) {
+        for d in &env.dropped {
+            tracing::warn!(key = %d.key, scope = d.scope.as_str(), "left out of the injected environment: {}", d.reason);
+        }
         *self.shared.injected.write().expect("env lock") = env;
+    }
+
+    /// The variables left out of the injected environment (names and reasons only).
+    pub fn injected_dropped(&self) -> Vec<Dropped> {
+        self.shared.injected.read().expect("env lock").dropped.clone()
+    }
+
+    /// Whether any enabled service gets the injected environment.
+    pub fn has_env_injection(&self) -> bool {
+        self.services.values().any(|h| h.spec.env_injection && !h.spec.disabled)
+    }
+
+    /// Call after [`Supervisor::set_injected_env`]: the `env_injection` services whose
+    /// process runs with another environment than now are restarted once the burst of
+    /// writes is over (or revived, when `failed`). Returns their names.
+    pub fn env_changed(&self) -> Vec<String> {
+        let due: Vec<String> = self
+            .services
+            .values()
+            .filter(|h| h.spec.env_injection && !h.spec.disabled && self.shared.env_stale(&h.spec.name))
+            .filter(|h| self.shared.status_of(&h.spec.name).state != State::Stopped)
+            .map(|h| h.spec.name.clone())
+            .collect();
+        if !due.is_empty() {
+            self.shared.env_changed.notify_one();
+        }
+        due
     }
 
     /// Stops every service in reverse dependency order (a service stops once all its

@@ -68,6 +68,17 @@ pub fn group(pgid: i32) -> Vec<ProcStat> {
     live().filter(|p| p.pgid == pgid).collect()
 }
 
+/// [`group`] on a blocking thread: a `/proc` scan reads hundreds of files, which must
+/// not stall the event loop that serves port 3000.
+pub async fn group_async(pgid: i32) -> Vec<ProcStat> {
+    tokio::task::spawn_blocking(move || group(pgid)).await.unwrap_or_default()
+}
+
+/// [`live`] collected on a blocking thread.
+pub async fn live_async() -> Vec<ProcStat> {
+    tokio::task::spawn_blocking(|| live().collect()).await.unwrap_or_default()
+}
+
 /// Pids whose environment holds `service_key=service` and `sup_key=sup` (a service's
 /// processes, wherever they moved), zombies excluded.
 pub fn marked(service_key: &str, service: &str, sup_key: &str, sup: &str) -> Vec<i32> {

@@ -25,13 +25,16 @@ pub enum Control {
     Stop,
     /// Stop it (if running) and start it again at once.
     Restart,
+    /// The injected environment changed: restart if the process runs with an older one
+    /// (never counted toward the crash loop); revive it if `failed`.
+    EnvChanged,
 }
 
 /// Why a process's run ended.
 enum Ended {
     /// A `stop` command.
     Stopped,
-    /// A `restart` command or a `restart_with` trigger.
+    /// A `restart` command, a `restart_with` trigger or an env change.
     Restart,
     /// The process exited by itself.
     Exited(ExitInfo),
@@ -39,6 +42,24 @@ enum Ended {
     Killed(String, Option<ExitInfo>),
     /// It could not be spawned.
     SpawnFailed(String),
+}
+
+/// Why a service is not running, which decides what brings it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Down {
+    /// Stopped by request, disabled, or a clean exit its policy does not restart:
+    /// only `start`/`restart` bring it back.
+    Stopped,
+    /// Failed with `restart = never`: `start`, `restart` or an env change.
+    Failed,
+    /// A crash loop: also retried after `crash_loop.retry_after`.
+    CrashLoop,
+}
+
+/// What woke a service that is down.
+enum Wake {
+    Cmd(Option<Control>),
+    Retry,
 }
 
 /// The runner of one service.
@@ -49,6 +70,23 @@ pub(super) struct Runner {
     pub logs: Arc<LogBuffer>,
     pub status: watch::Sender<ServiceStatus>,
     pub ctl: mpsc::Receiver<Control>,
+}
+
+/// Runs a service's runner, and runs it again if it panics: a bug in one service's
+/// task is logged, its process group is killed (the runner lost track of it), and the
+/// service comes back, rather than the service silently never restarting again.
+pub(super) async fn run_guarded(mut runner: Runner) {
+    use futures_util::FutureExt;
+    loop {
+        match std::panic::AssertUnwindSafe(runner.run()).catch_unwind().await {
+            Ok(()) => return,
+            Err(panic) => {
+                let what = crate::panic_message(&*panic);
+                tracing::error!(service = %runner.spec.name, "internal error in the service's task: {what}; restarting it");
+                runner.recover().await;
+            }
+        }
+    }
 }
 
 impl Runner {
@@ -62,11 +100,55 @@ impl Runner {
         self.logs.push(Stream::Stderr, &format!("[supervisor] {text}"));
     }
 
+    /// After a panic: kill whatever the lost run left behind and pause briefly.
+    async fn recover(&mut self) {
+        if let Some(pid) = self.status.borrow().pid {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        super::kill::kill_escapees_async(&self.spec.name).await;
+        self.set(|s| {
+            s.pid = None;
+            s.ready = false;
+            s.state = State::Backoff;
+            s.message = Some("internal error in the supervisor's task for this service; restarting it".into());
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    /// Waits, while the service is down, for what brings it back; true to start it.
+    async fn wait_while_down(&mut self, down: Down) -> Option<bool> {
+        let retry = if down == Down::CrashLoop { self.spec.crash_loop.retry_after } else { None };
+        let wake = match retry {
+            Some(rest) => tokio::select! {
+                c = self.ctl.recv() => Wake::Cmd(c),
+                _ = tokio::time::sleep(rest) => Wake::Retry,
+            },
+            None => Wake::Cmd(self.ctl.recv().await),
+        };
+        if self.shared.is_shutting_down() {
+            return if matches!(wake, Wake::Cmd(None)) { None } else { Some(false) };
+        }
+        match wake {
+            Wake::Cmd(None) => None,
+            Wake::Cmd(Some(Control::Start | Control::Restart)) => Some(true),
+            Wake::Cmd(Some(Control::EnvChanged)) if down != Down::Stopped => {
+                self.note("the injected environment changed: trying again");
+                Some(true)
+            }
+            Wake::Cmd(Some(_)) => Some(false),
+            Wake::Retry => {
+                tracing::info!(service = %self.spec.name, "retrying after a crash loop");
+                self.note("retrying after the crash loop's rest");
+                Some(true)
+            }
+        }
+    }
+
     /// The service's life, until the supervisor drops the control channel.
-    pub async fn run(mut self) {
+    pub async fn run(&mut self) {
         let mut backoff = Backoff::new(self.spec.backoff);
         let mut crashes = CrashLoop::new(self.spec.crash_loop);
-        let mut want = !self.spec.disabled;
+        let mut down = self.spec.disabled.then_some(Down::Stopped);
         if self.spec.disabled {
             self.set(|s| {
                 s.state = State::Stopped;
@@ -74,16 +156,22 @@ impl Runner {
             });
         }
         loop {
-            if !want {
-                match self.ctl.recv().await {
+            if let Some(d) = down {
+                match self.wait_while_down(d).await {
                     None => return,
-                    Some(Control::Start | Control::Restart) if !self.shared.is_shutting_down() => {
-                        want = true;
+                    Some(false) => continue,
+                    Some(true) => {
+                        down = None;
                         backoff.reset();
                         crashes.reset();
                     }
-                    Some(_) => continue,
                 }
+            }
+            // Once shutdown has begun nothing is (re)spawned.
+            if self.shared.is_shutting_down() {
+                self.set(|s| s.state = State::Stopped);
+                down = Some(Down::Stopped);
+                continue;
             }
             self.set(|s| {
                 s.state = State::Pending;
@@ -92,20 +180,28 @@ impl Runner {
             match self.wait_dependencies().await {
                 Some(Control::Stop) => {
                     self.set(|s| s.state = State::Stopped);
-                    want = false;
+                    down = Some(Down::Stopped);
                     continue;
                 }
                 None => return,
                 _ => {}
             }
+            if self.shared.is_shutting_down() {
+                continue;
+            }
             let began = Instant::now();
             let ended = self.run_once().await;
             let ran_for = began.elapsed();
             backoff.run_ended(ran_for);
+            if self.shared.is_shutting_down() {
+                self.set(|s| s.state = State::Stopped);
+                down = Some(Down::Stopped);
+                continue;
+            }
             let why = match ended {
                 Ended::Stopped => {
                     self.set(|s| s.state = State::Stopped);
-                    want = false;
+                    down = Some(Down::Stopped);
                     continue;
                 }
                 Ended::Restart => {
@@ -122,9 +218,9 @@ impl Runner {
                         let failed = !info.success();
                         self.set(|s| {
                             s.state = if failed { State::Failed } else { State::Stopped };
-                            s.message = Some(format!("exited with {info} (restart = {:?})", self.spec.restart));
+                            s.message = Some(format!("exited with {info} (restart = {})", self.spec.restart.as_str()));
                         });
-                        want = false;
+                        down = Some(if failed { Down::Failed } else { Down::Stopped });
                         continue;
                     }
                     format!("exited with {info}")
@@ -136,14 +232,18 @@ impl Runner {
                     s.state = State::Failed;
                     s.message = Some(format!("{why} (restart = never)"));
                 });
-                want = false;
+                down = Some(Down::Failed);
                 continue;
             }
             if crashes.record(Instant::now()) {
+                let retry = match self.spec.crash_loop.retry_after {
+                    Some(d) => format!("; trying again in {}", humantime::format_duration(d)),
+                    None => "; not retried (retry_after = never): `start` it".to_string(),
+                };
                 let msg = format!(
-                    "crash loop: {} exits within {:?} (limit {}); last: {why}",
+                    "crash loop: {} exits within {} (limit {}); last: {why}{retry}",
                     crashes.count(),
-                    self.spec.crash_loop.window,
+                    humantime::format_duration(self.spec.crash_loop.window),
                     self.spec.crash_loop.max_restarts
                 );
                 tracing::error!(service = %self.spec.name, "{msg}");
@@ -152,7 +252,7 @@ impl Runner {
                     s.state = State::Failed;
                     s.message = Some(msg);
                 });
-                want = false;
+                down = Some(Down::CrashLoop);
                 continue;
             }
             let delay = backoff.next_delay(rand::random::<f64>());
@@ -167,7 +267,7 @@ impl Runner {
                     None => return,
                     Some(Control::Stop) => {
                         self.set(|s| s.state = State::Stopped);
-                        want = false;
+                        down = Some(Down::Stopped);
                     }
                     Some(_) => backoff.reset(),
                 }
@@ -213,11 +313,12 @@ impl Runner {
 
     /// Spawns one process and runs it until it ends for any reason.
     async fn run_once(&mut self) -> Ended {
-        let env = if self.spec.env_injection { self.shared.injected_env() } else { Vec::new() };
+        let env = if self.spec.env_injection { self.shared.injected_env_for(&self.spec.name) } else { Vec::new() };
         let Spawned { pid, mut exit } = match spawn(&self.spec, self.run_as.as_ref(), &env, &self.shared.reaper, &self.logs) {
             Ok(s) => s,
             Err(e) => {
-                let why = format!("cannot start {:?}: {e}", self.spec.command[0]);
+                let errno = e.raw_os_error().map(|n| format!(", {}", nix::errno::Errno::from_raw(n))).unwrap_or_default();
+                let why = format!("cannot start {:?}: {e}{errno}", self.spec.command[0]);
                 self.note(&why);
                 return Ended::SpawnFailed(why);
             }
@@ -270,6 +371,9 @@ impl Runner {
                     Some(Control::Start) => {}
                     Some(Control::Stop) | None => break self.stop(pid, &mut exit, &mut probes, Ended::Stopped, "stop requested").await,
                     Some(Control::Restart) => break self.stop(pid, &mut exit, &mut probes, Ended::Restart, "restart requested").await,
+                    Some(Control::EnvChanged) => if self.shared.env_stale(&self.spec.name) {
+                        break self.stop(pid, &mut exit, &mut probes, Ended::Restart, "the injected environment changed").await;
+                    },
                 },
                 Some(v) = startup_rx.recv() => match v {
                     Verdict::Pass => {
@@ -306,7 +410,7 @@ impl Runner {
                 }
                 _ = mem_tick.tick(), if self.spec.memory_limit.is_some() => {
                     let limit = self.spec.memory_limit.unwrap_or(u64::MAX);
-                    let used: u64 = procs::group(pid).iter().map(|p| p.rss_bytes).sum();
+                    let used: u64 = procs::group_async(pid).await.iter().map(|p| p.rss_bytes).sum();
                     if used > limit {
                         let why = format!("memory limit exceeded: {} MiB > {} MiB", used >> 20, limit >> 20);
                         break self.stop(pid, &mut exit, &mut probes, Ended::Killed(why.clone(), None), &why).await;

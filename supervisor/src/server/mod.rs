@@ -71,7 +71,11 @@ pub fn public_router(state: ApiState, auth: Arc<TokenAuth>, app: Arc<AppProxy>, 
         protected = protected.merge(r);
     }
     let protected = protected.layer(from_fn_with_state(auth, require_token));
-    api::open_routes().with_state(state).merge(protected).fallback_service(axum::routing::any(proxy_app).with_state(app))
+    api::open_routes()
+        .with_state(state)
+        .merge(protected)
+        .fallback_service(axum::routing::any(proxy_app).with_state(app))
+        .layer(api::catch_panic())
 }
 
 /// Forwards a request to the app, or answers "starting" while it is not ready.

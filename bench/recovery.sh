@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Recovery figures (prints them; asserts nothing): the production stack (opt/supervisor.toml
+# on a copy of app-template, 127.0.0.1:3000, as root without dropping users), then ROUNDS
+# times per service: SIGKILL its main process and time, from the kill, (a) the exit seen by
+# the supervisor (`last_exit.at`) and (b) the service ready again (`ready_at`), both as the
+# supervisor stamps them. Prints the median, p90 and max per service.
+# Uses the fixed ports 3000, 5173, 9222, 3001, 3002 (takes /tmp/sup-fixed-ports.lock).
+# Usage: bench/recovery.sh [SUPERVISOR_BIN]   (default: the static release binary, built if stale)
+#        SERVICES="vite chromium" ROUNDS=10
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+bench_init "${1:-}"
+rounds="${ROUNDS:-10}"
+services="${SERVICES:-vite chromium playwright-mcp}"
+
+exec 9>/tmp/sup-fixed-ports.lock
+flock 9
+app="$work/app"
+mkdir -p "$app" "$work/home"
+tar -C app-template --exclude=node_modules --exclude=dist --exclude=.env -cf - . | tar -C "$app" -xf -
+ln -s "$PWD/app-template/node_modules" "$app/node_modules"
+sed "s#\${CONFIG_DIR}#$PWD/opt#g" opt/supervisor.toml >"$work/supervisor.toml"
+HOME="$work/home" start_supervisor "$work/supervisor.toml" "$app" 127.0.0.1:3000 120
+
+python3 - "$bin" "$work/run" "$rounds" $services <<'PY'
+import json, os, signal, statistics, subprocess, sys, time
+bin, run, rounds, services = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+def status():
+    return json.loads(subprocess.run([bin, "ctl", "--runtime-dir", run, "--json", "status"], capture_output=True, check=True).stdout)
+def svc(name):
+    return next(s for s in status()["services"] if s["name"] == name)
+def wait(pred, limit=60):
+    end = time.time() + limit
+    while time.time() < end:
+        v = pred()
+        if v: return v
+        time.sleep(0.01)
+    raise SystemExit("timed out")
+def stack_ready():
+    return status()["ready"]
+def pct(xs, p):
+    xs = sorted(xs); return xs[min(len(xs) - 1, int(round(p * (len(xs) - 1))))]
+for name in services:
+    exits, readies = [], []
+    for _ in range(rounds):
+        wait(stack_ready, 120)
+        time.sleep(0.5)  # settle: what is measured is recovery from a quiet stack
+        s = svc(name)
+        pid = s["pid"]
+        t0 = time.time() * 1000
+        os.kill(pid, signal.SIGKILL)
+        back = wait(lambda: (lambda v: v if v["ready"] and v["pid"] != pid and v["ready_at"] and v["ready_at"] > t0 else None)(svc(name)))
+        exits.append(back["last_exit"]["at"] - t0 if back["last_exit"] else float("nan"))
+        readies.append(back["ready_at"] - t0)
+    print(f"{name:<15} SIGKILL -> exit seen: median {statistics.median(exits):7.1f} ms   "
+          f"-> ready again: median {statistics.median(readies):7.1f} ms, p90 {pct(readies, .9):7.1f}, max {max(readies):7.1f}  ({rounds} rounds)")
+PY
+stop_supervisor
