@@ -35,15 +35,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
         guard.install(&reaper, ports).await;
     }
     tracing::info!(config = %cfg.source, services = cfg.services.len(), "starting");
-    let sup = Supervisor::start(cfg, reaper.clone()).map_err(|e| anyhow::anyhow!(e))?;
-    let state = ApiState {
-        sup: sup.clone(),
-        cpu: Arc::default(),
-        env: Arc::new(EnvStore::new(settings.env_file.clone(), app_owner(&settings.app_dir), settings.services_env_file.clone())),
-        token_file: settings.token_file.clone(),
-        guard: guard.clone(),
-    };
-    sup.set_injected_env(state.env.injected().await);
+    let env = Arc::new(EnvStore::new(settings.env_file.clone(), app_owner(&settings.app_dir), settings.services_env_file.clone()));
+    // Read before any service starts, so the first spawn already gets it.
+    let injected = env.injected().await;
+    let sup = Supervisor::start(cfg, reaper.clone(), injected).map_err(|e| anyhow::anyhow!(e))?;
+    let state = ApiState { sup: sup.clone(), cpu: Arc::default(), env, token_file: settings.token_file.clone(), guard: guard.clone() };
     let app = Arc::new(AppProxy {
         upstream: Upstream::new(&settings.proxy_upstream),
         service: settings.proxy_service.clone(),

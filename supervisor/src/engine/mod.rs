@@ -124,10 +124,13 @@ pub struct Supervisor {
 pub struct UnknownService(pub String);
 
 impl Supervisor {
-    /// Resolves service users and starts every service's runner. Errors when a named
-    /// user does not exist.
-    pub fn start(cfg: Config, reaper: Arc<Reaper>) -> Result<Arc<Supervisor>, String> {
+    /// Resolves service users and starts every service's runner, `env_injection`
+    /// services with `injected`. Errors when a named user does not exist.
+    pub fn start(cfg: Config, reaper: Arc<Reaper>, injected: Injected) -> Result<Arc<Supervisor>, String> {
         let (started_ms, started) = (now_ms(), std::time::Instant::now());
+        for d in &injected.dropped {
+            tracing::warn!(key = %d.key, scope = d.scope.as_str(), "left out of the injected environment: {}", d.reason);
+        }
         let mut senders = Vec::new();
         let mut statuses = IndexMap::new();
         for s in &cfg.services {
@@ -146,7 +149,7 @@ impl Supervisor {
             statuses,
             tick,
             events,
-            injected: RwLock::new(Injected::default()),
+            injected: RwLock::new(injected),
             spawned_env: Mutex::new(HashMap::new()),
             env_changed: tokio::sync::Notify::new(),
             shutting_down: AtomicBool::new(false),
