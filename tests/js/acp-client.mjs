@@ -25,7 +25,7 @@
 //           With --abandon-after-ms N the client drops its connection after N ms and prints {"abandoned":true}.
 //   big     "_e2e/big" {bytes: --bytes}; counts the "_e2e/note" notifications: {big_notes, small_notes}
 //   bigsend one "_e2e/echo" whose tag is --bytes long: prints {bigsend_error} (the JSON-RPC error, or null), then
-//           one small echo on the same connection: {after_ok}
+//           one small echo on the same connection: {after_ok}; exits 1 if the server closed the connection instead
 // On success prints ONE JSON line on stdout, e.g.
 //   {"agent":"e2e-agent","stop":"end_turn","chunks":["chunk 1",…],"chunk_count":4,"permission_asked":true,
 //    "permission_option":"allow_once","session":"…","transport":"http","non_json_messages":0}
@@ -242,14 +242,19 @@ try {
     }
     if (opts.mode === "bigsend") {
       phase = "bigsend";
+      // Refused either by the bridge (a JSON-RPC error, the connection lives on) or by the transport
+      // (the connection is closed): both are reported, neither may reach the agent.
       let bigsendError = null;
+      let afterOk = false;
       try {
         await ctx.request("_e2e/echo", { tag: "x".repeat(opts.bytes), delayMs: 0 });
       } catch (e) {
         bigsendError = describeError(e);
       }
-      const after = await ctx.request("_e2e/echo", { tag: "after", delayMs: 0 });
-      return { ...out, bigsend_error: bigsendError, after_ok: after?.tag === "after" };
+      try {
+        afterOk = (await ctx.request("_e2e/echo", { tag: "after", delayMs: 0 }))?.tag === "after";
+      } catch {}
+      return { ...out, bigsend_error: bigsendError, after_ok: afterOk };
     }
 
     phase = "session/new";
