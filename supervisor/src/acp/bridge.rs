@@ -101,6 +101,11 @@ impl Bridge {
         self.healthy.load(Ordering::SeqCst) && !self.exited.load(Ordering::SeqCst)
     }
 
+    /// Whether the agent process has exited.
+    pub fn has_exited(&self) -> bool {
+        self.exited.load(Ordering::SeqCst)
+    }
+
     /// Sends the bridge's own `initialize` (the health check) under a bridge id.
     pub fn send_health_initialize(&self) {
         let id = {
@@ -176,7 +181,7 @@ impl Bridge {
         self.to_agent.send(out).await.map_err(|_| "the agent's stdin is closed".to_string())
     }
 
-    /// Rewrites a client message for the agent; `Err` carries an answer for the client.
+    /// Rewrites a client message for the agent; `None`: nothing to forward.
     fn translate_from_client(&self, conn: u64, mut v: Value) -> Option<String> {
         let mut s = self.state();
         let method = v.get("method").and_then(Value::as_str).map(str::to_string);

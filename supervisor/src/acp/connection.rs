@@ -83,6 +83,7 @@ async fn health(axum::extract::State(b): axum::extract::State<Arc<Bridge>>) -> i
     if b.healthy() {
         (StatusCode::OK, Json(serde_json::json!({"status": "ok", "agent_pid": b.agent_pid})))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": "starting", "agent_pid": b.agent_pid})))
+        let status = if b.has_exited() { "exited" } else { "starting" };
+        (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": status, "agent_pid": b.agent_pid})))
     }
 }
