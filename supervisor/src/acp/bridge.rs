@@ -372,7 +372,7 @@ mod tests {
             let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
             (self.b.attach(tx).unwrap(), rx)
         }
-        fn to_agent(&mut self) -> Value {
+        fn sent(&mut self) -> Value {
             serde_json::from_str(&self.agent.try_recv().unwrap()).unwrap()
         }
     }
@@ -381,14 +381,14 @@ mod tests {
     async fn colliding_ids_of_two_connections_are_rewritten_and_answered_to_their_sender() {
         let mut t = T::new();
         t.b.send_health_initialize();
-        let health = t.to_agent();
+        let health = t.sent();
         let (a, mut ra) = t.conn();
         let (b, mut rb) = t.conn();
         t.b.from_client(a, frame(json!({"jsonrpc": "2.0", "id": 1, "method": "x/a"}))).await.unwrap();
         t.b.from_client(b, frame(json!({"jsonrpc": "2.0", "id": 1, "method": "x/b"}))).await.unwrap();
         // A client sending the id the bridge used for its own initialize does not reach it.
         t.b.from_client(b, frame(json!({"jsonrpc": "2.0", "id": health["id"], "method": "x/forged"}))).await.unwrap();
-        let (fa, fb, forged) = (t.to_agent(), t.to_agent(), t.to_agent());
+        let (fa, fb, forged) = (t.sent(), t.sent(), t.sent());
         let ids = [&health["id"], &fa["id"], &fb["id"], &forged["id"]];
         for (i, x) in ids.iter().enumerate() {
             for y in &ids[i + 1..] {
@@ -414,11 +414,11 @@ mod tests {
         let mut t = T::new();
         let (a, _ra) = t.conn();
         t.b.from_client(a, frame(json!({"jsonrpc": "2.0", "id": 7, "method": "x"}))).await.unwrap();
-        let fa = t.to_agent();
+        let fa = t.sent();
         t.b.detach(a);
         let (b, mut rb) = t.conn();
         t.b.from_client(b, frame(json!({"jsonrpc": "2.0", "id": 7, "method": "x"}))).await.unwrap();
-        let fb = t.to_agent();
+        let fb = t.sent();
         t.b.from_agent(&json!({"jsonrpc": "2.0", "id": fa["id"], "result": "old"}).to_string()).await;
         assert!(rb.try_recv().is_err(), "the old connection's answer must not reach the new one");
         t.b.from_agent(&json!({"jsonrpc": "2.0", "id": fb["id"], "result": "new"}).to_string()).await;
@@ -431,7 +431,7 @@ mod tests {
         let (a, mut ra) = t.conn();
         let (b, mut rb) = t.conn();
         t.b.from_client(a, frame(json!({"jsonrpc": "2.0", "id": 1, "method": "session/new", "params": {"cwd": "/"}}))).await.unwrap();
-        let f = t.to_agent();
+        let f = t.sent();
         t.b.from_agent(&json!({"jsonrpc": "2.0", "id": f["id"], "result": {"sessionId": "S"}}).to_string()).await;
         assert_eq!(val(ra.try_recv().unwrap())["result"]["sessionId"], "S");
         // An update and a permission request for S go to A, although B attached later.
@@ -447,11 +447,11 @@ mod tests {
         t.b.from_client(b, frame(json!({"jsonrpc": "2.0", "id": 0, "result": {"outcome": "b"}}))).await.unwrap();
         assert!(t.agent.try_recv().is_err());
         t.b.from_client(a, frame(json!({"jsonrpc": "2.0", "id": 0, "result": {"outcome": "a"}}))).await.unwrap();
-        assert_eq!(t.to_agent(), json!({"jsonrpc": "2.0", "id": 0, "result": {"outcome": "a"}}));
+        assert_eq!(t.sent(), json!({"jsonrpc": "2.0", "id": 0, "result": {"outcome": "a"}}));
         // A detaching with an agent request outstanding: the agent gets an error for it.
         t.b.from_agent(&json!({"jsonrpc": "2.0", "id": 5, "method": "fs/read_text_file", "params": {"sessionId": "S"}}).to_string()).await;
         t.b.detach(a);
-        assert_eq!(t.to_agent()["error"]["message"], "the client connection closed");
+        assert_eq!(t.sent()["error"]["message"], "the client connection closed");
         // S now falls back to the most recent connection.
         t.b.from_agent(&json!({"jsonrpc": "2.0", "method": "session/update", "params": {"sessionId": "S"}}).to_string()).await;
         assert_eq!(val(rb.try_recv().unwrap())["params"]["sessionId"], "S");
@@ -462,9 +462,9 @@ mod tests {
         let mut t = T::new();
         let (a, _ra) = t.conn();
         t.b.from_client(a, frame(json!({"jsonrpc": "2.0", "id": "p", "method": "session/prompt", "params": {"sessionId": "S"}}))).await.unwrap();
-        let f = t.to_agent();
+        let f = t.sent();
         t.b.from_client(a, frame(json!({"jsonrpc": "2.0", "method": "$/cancel_request", "params": {"requestId": "p"}}))).await.unwrap();
-        assert_eq!(t.to_agent()["params"]["requestId"], f["id"]);
+        assert_eq!(t.sent()["params"]["requestId"], f["id"]);
         t.b.from_client(a, frame(json!({"jsonrpc": "2.0", "method": "$/cancel_request", "params": {"requestId": "unknown"}}))).await.unwrap();
         assert!(t.agent.try_recv().is_err(), "cancelling an id this connection never sent is dropped");
     }
@@ -473,7 +473,7 @@ mod tests {
     async fn agent_exit_fails_pending_requests_and_health() {
         let mut t = T::new();
         t.b.send_health_initialize();
-        let h = t.to_agent();
+        let h = t.sent();
         t.b.from_agent(&json!({"jsonrpc": "2.0", "id": h["id"], "result": {}}).to_string()).await;
         assert!(t.b.healthy());
         let (a, mut ra) = t.conn();
