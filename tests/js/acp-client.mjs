@@ -208,6 +208,7 @@ const app = acp
   });
 
 let result;
+let abandoning = false;
 try {
   result = await app.connectWith(stream, async (ctx) => {
     phase = "initialize";
@@ -222,6 +223,7 @@ try {
       phase = `echo x${opts.count}`;
       if (opts.abandonAfterMs !== undefined) {
         setTimeout(async () => {
+          abandoning = true;
           await abortTransport();
           process.stdout.write(JSON.stringify({ abandoned: true }) + "\n");
           process.exit(0);
@@ -290,6 +292,11 @@ try {
     return out;
   });
 } catch (e) {
+  if (abandoning) {
+    // The pending requests fail because we dropped the connection on purpose.
+    process.stdout.write(JSON.stringify({ abandoned: true }) + "\n");
+    process.exit(0);
+  }
   die(1, `error during ${phase} via ${transport} ${opts.url}: ${describeError(e)}`);
 }
 

@@ -217,22 +217,22 @@ fn clients_with_colliding_ids_in_turn_and_at_once_each_get_only_their_own_answer
         arrived(&a_tag, 5)?;
         let b = echo(&url, &b_tag, 5, 4000, &[])?;
         arrived(&b_tag, 5)?;
-        assert_own_answers(&a.finish()?, &a_tag, 5);
-        assert_own_answers(&b.finish()?, &b_tag, 5);
+        assert_own_answers(&a.finish().map_err(|e| e.context(a_tag.clone()))?, &a_tag, 5);
+        assert_own_answers(&b.finish().map_err(|e| e.context(b_tag.clone()))?, &b_tag, 5);
         // At once.
         let (a_tag, b_tag) = (format!("{scheme}-once-a"), format!("{scheme}-once-b"));
         let a = echo(&url, &a_tag, 10, 1000, &[])?;
         let b = echo(&url, &b_tag, 10, 1000, &[])?;
-        assert_own_answers(&a.finish()?, &a_tag, 10);
-        assert_own_answers(&b.finish()?, &b_tag, 10);
+        assert_own_answers(&a.finish().map_err(|e| e.context(a_tag.clone()))?, &a_tag, 10);
+        assert_own_answers(&b.finish().map_err(|e| e.context(b_tag.clone()))?, &b_tag, 10);
         // A drops its connection before its answers; B, attached with the same ids, gets
         // none of them (they are dropped, not handed to the newer connection).
         let (a_tag, b_tag) = (format!("{scheme}-gone-a"), format!("{scheme}-gone-b"));
         let a = echo(&url, &a_tag, 5, 3000, &["--abandon-after-ms", "1000"])?;
         arrived(&a_tag, 5)?;
-        assert_eq!(a.finish()?["abandoned"], true);
+        assert_eq!(a.finish().map_err(|e| e.context(a_tag.clone()))?["abandoned"], true);
         let b = echo(&url, &b_tag, 5, 4000, &[])?;
-        assert_own_answers(&b.finish()?, &b_tag, 5);
+        assert_own_answers(&b.finish().map_err(|e| e.context(b_tag.clone()))?, &b_tag, 5);
     }
     assert_eq!(s.service("acp")?["restarts"], 0);
     Ok(())
