@@ -148,9 +148,10 @@ pub enum CtlCommand {
 /// `ctl env` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum EnvCommand {
-    /// Set variables: `K=V ...` (restarts services with env_injection).
+    /// Set variables: `K=V ...` (restarts services with env_injection). `K=-` reads that
+    /// value from standard input (one per call; one trailing newline is stripped).
     Set {
-        /// `KEY=VALUE` pairs.
+        /// `KEY=VALUE` pairs; `KEY=-` takes the value from standard input.
         #[arg(required = true)]
         pairs: Vec<String>,
     },

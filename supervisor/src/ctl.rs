@@ -16,13 +16,28 @@ pub async fn ctl(args: CtlArgs) -> anyhow::Result<i32> {
         CtlCommand::Env(EnvCommand::Keys) => ("GET", "/_supervisor/env".to_string()),
         CtlCommand::Env(EnvCommand::Set { pairs }) => {
             let mut set = serde_json::Map::new();
+            if pairs.iter().filter(|p| p.split_once('=').is_some_and(|(_, v)| v == "-")).count() > 1 {
+                eprintln!("error: only one KEY=- (value from standard input) per call");
+                return Ok(2);
+            }
             for p in pairs {
                 let Some((k, v)) = p.split_once('=') else {
                     // Name only the key part: the argument may be a secret typed without '='.
                     eprintln!("error: expected KEY=VALUE (an argument has no '=')");
                     return Ok(2);
                 };
-                set.insert(k.to_string(), Value::String(v.to_string()));
+                let v = if v == "-" {
+                    match value_from_stdin(tokio::io::stdin()).await {
+                        Ok(v) => v,
+                        Err(e) => {
+                            eprintln!("error: {k}=-: {e}");
+                            return Ok(2);
+                        }
+                    }
+                } else {
+                    v.to_string()
+                };
+                set.insert(k.to_string(), Value::String(v));
             }
             body = Some(serde_json::json!({ "set": set }));
             ("POST", "/_supervisor/env".to_string())
@@ -85,6 +100,22 @@ pub async fn ctl(args: CtlArgs) -> anyhow::Result<i32> {
         _ => println!("{}: {}", v["name"].as_str().unwrap_or(""), v["state"].as_str().unwrap_or("")),
     }
     Ok(0)
+}
+
+/// The value of `KEY=-`: all of standard input (so a secret never sits in argv or sudo's
+/// log), UTF-8, at most the API's body limit, minus ONE trailing `\n` (what `echo` and a
+/// heredoc add; a value that really ends in a newline needs two).
+pub async fn value_from_stdin(input: impl tokio::io::AsyncRead + Unpin) -> anyhow::Result<String> {
+    use tokio::io::AsyncReadExt;
+    let max = crate::api::env::MAX_BODY;
+    let mut buf = Vec::new();
+    input.take(max as u64 + 1).read_to_end(&mut buf).await.map_err(|e| anyhow::anyhow!("cannot read standard input: {e}"))?;
+    anyhow::ensure!(buf.len() <= max, "standard input is longer than {max} bytes");
+    let mut v = String::from_utf8(buf).map_err(|_| anyhow::anyhow!("standard input is not UTF-8"))?;
+    if v.ends_with('\n') {
+        v.pop();
+    }
+    Ok(v)
 }
 
 async fn follow_logs(sock: &Path, name: &str, tail: usize) -> anyhow::Result<i32> {
@@ -171,5 +202,23 @@ pub async fn ready(runtime_dir: &Path, timeout: Duration) -> i32 {
             return 1;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::value_from_stdin;
+
+    #[tokio::test]
+    async fn stdin_value_strips_exactly_one_trailing_newline_and_is_bounded() {
+        assert_eq!(value_from_stdin(&b"s3cr=t\n"[..]).await.unwrap(), "s3cr=t");
+        assert_eq!(value_from_stdin(&b"two\n\n"[..]).await.unwrap(), "two\n");
+        assert_eq!(value_from_stdin(&b"none"[..]).await.unwrap(), "none");
+        assert_eq!(value_from_stdin(&b""[..]).await.unwrap(), "");
+        assert_eq!(value_from_stdin(&b"crlf\r\n"[..]).await.unwrap(), "crlf\r");
+        let max = crate::api::env::MAX_BODY;
+        assert_eq!(value_from_stdin(&vec![b'a'; max][..]).await.unwrap().len(), max);
+        assert!(value_from_stdin(&vec![b'a'; max + 1][..]).await.unwrap_err().to_string().contains("longer than"));
+        assert!(value_from_stdin(&[0xff, 0xfe][..]).await.unwrap_err().to_string().contains("UTF-8"));
     }
 }

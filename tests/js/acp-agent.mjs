@@ -12,11 +12,18 @@
 //                       (options allow_once / reject_once), then a chunk "permission:<optionId>"
 //                       (or "permission:cancelled"), stopReason end_turn
 //
+// Extension methods (for the bridge's routing and bounds):
+//   _e2e/echo {tag, delayMs}  -> after delayMs, {tag, pid}; logs "echo <tag>" when it arrives
+//   _e2e/big {bytes}          -> writes ONE raw stdout line: a "_e2e/note" notification {big: <bytes x "x">}, then
+//                                sends "_e2e/note" {small: true} through the SDK, then answers {ok: true}
+// With E2E_ACP_GRANDCHILD=1 it starts `sleep 300` holding its stdout (logs "grandchild pid=N").
+//
 // At startup it writes ONE non-JSON line to stdout ("this is not json") before anything else: the
 // bridge under test must log and drop it. Diagnostics go to stderr, prefixed "e2e-agent".
 import * as acp from "@agentclientprotocol/sdk";
 import { Readable, Writable } from "node:stream";
 import { randomUUID } from "node:crypto";
+import { spawn } from "node:child_process";
 
 const AGENT_NAME = "e2e-agent";
 const log = (msg) => process.stderr.write(`e2e-agent ${msg}\n`);
@@ -24,6 +31,12 @@ const log = (msg) => process.stderr.write(`e2e-agent ${msg}\n`);
 // Stays out of the ACP framing on purpose (spec requirement under test).
 process.stdout.write("this is not json\n");
 log(`ready pid=${process.pid} cwd=${process.cwd()}`);
+if (process.env.E2E_ACP_GRANDCHILD === "1") {
+  // Inherits our stdout: the pipe stays open after we die, as with a stray background job.
+  const g = spawn("sleep", ["300"], { stdio: ["ignore", "inherit", "ignore"] });
+  g.unref();
+  log(`grandchild pid=${g.pid}`);
+}
 
 /** sessionId -> { cwd, turn: AbortController | null } */
 const sessions = new Map();
@@ -126,6 +139,18 @@ const app = acp
       signal.removeEventListener("abort", onAbort);
       if (session.turn === turn) session.turn = null;
     }
+  })
+  .onRequest("_e2e/echo", (p) => p, async ({ params }) => {
+    log(`echo ${params.tag}`);
+    await new Promise((r) => setTimeout(r, Number(params.delayMs) || 0));
+    return { tag: params.tag, pid: process.pid };
+  })
+  .onRequest("_e2e/big", (p) => p, async ({ params, client }) => {
+    const big = JSON.stringify({ jsonrpc: "2.0", method: "_e2e/note", params: { big: "x".repeat(Number(params.bytes)) } });
+    await new Promise((r) => process.stdout.write(big + "\n", r));
+    log(`wrote a ${big.length}-byte line`);
+    await client.notify("_e2e/note", { small: true });
+    return { ok: true };
   })
   .onNotification(acp.methods.agent.session.cancel, ({ params }) => {
     log(`session/cancel ${params.sessionId}`);

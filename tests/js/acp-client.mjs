@@ -4,8 +4,11 @@
 //   ws(s)://…    -> createWebSocketStream (@agentclientprotocol/sdk/experimental/ws-client; with the `ws` package)
 //
 // Usage:
-//   node acp-client.mjs --url http://127.0.0.1:3002/acp [--token T] [--mode normal|cancel|env|pid|init]
-//                       [--cwd /tmp] [--prompt TEXT] [--timeout-ms 30000]
+//   node acp-client.mjs --url http://127.0.0.1:3002/acp [--token T] [--mode normal|cancel|env|pid|init|echo|big|bigsend]
+//                       [--cwd /tmp] [--prompt TEXT] [--timeout-ms 30000] [--origin O]
+//                       [--tag T] [--count N] [--delay-ms D] [--abandon-after-ms N] [--bytes N]
+//
+// --origin O sends "Origin: O" on the WebSocket upgrade and every HTTP request, as a browser does.
 //
 // --token T sends "Authorization: Bearer T" on every request: each HTTP POST/GET/DELETE, and the WebSocket
 // upgrade request (the `ws` constructor accepts headers). A "?token=" in --url is passed through untouched.
@@ -16,6 +19,13 @@
 //   env     prompt "env"
 //   pid     prompt "pid"
 //   init    initialize only (no session)
+//   echo    N (--count, default 10) concurrent "_e2e/echo" requests {tag: "<--tag>-<i>", delayMs: --delay-ms};
+//           every answer must carry the tag of the request it answers (an SDK client numbers its requests
+//           from the same start, so two clients' ids collide). Prints {echo_ok, echo_mismatch, echo_tags}.
+//           With --abandon-after-ms N the client drops its connection after N ms and prints {"abandoned":true}.
+//   big     "_e2e/big" {bytes: --bytes}; counts the "_e2e/note" notifications: {big_notes, small_notes}
+//   bigsend one "_e2e/echo" whose tag is --bytes long: prints {bigsend_error} (the JSON-RPC error, or null), then
+//           one small echo on the same connection: {after_ok}; exits 1 if the server closed the connection instead
 // On success prints ONE JSON line on stdout, e.g.
 //   {"agent":"e2e-agent","stop":"end_turn","chunks":["chunk 1",…],"chunk_count":4,"permission_asked":true,
 //    "permission_option":"allow_once","session":"…","transport":"http","non_json_messages":0}
@@ -31,7 +41,7 @@ import { WebSocket } from "ws";
 const USAGE =
   "usage: acp-client.mjs --url http(s)|ws(s)://HOST:PORT/acp [--token T] [--mode normal|cancel|env|pid|init] " +
   "[--cwd DIR] [--prompt TEXT] [--timeout-ms N]";
-const MODES = ["normal", "cancel", "env", "pid", "init"];
+const MODES = ["normal", "cancel", "env", "pid", "init", "echo", "big", "bigsend"];
 
 function die(code, msg) {
   process.stderr.write(`acp-client: ${msg}\n`);
@@ -39,7 +49,7 @@ function die(code, msg) {
 }
 
 function parseArgs(argv) {
-  const o = { mode: "normal", cwd: "/tmp", timeoutMs: 30_000 };
+  const o = { mode: "normal", cwd: "/tmp", timeoutMs: 30_000, tag: "c", count: 10, delayMs: 0, bytes: 0 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const eq = a.indexOf("=");
@@ -56,6 +66,12 @@ function parseArgs(argv) {
       case "--cwd": o.cwd = val(); break;
       case "--prompt": o.prompt = val(); break;
       case "--timeout-ms": o.timeoutMs = Number(val()); break;
+      case "--origin": o.origin = val(); break;
+      case "--tag": o.tag = val(); break;
+      case "--count": o.count = Number(val()); break;
+      case "--delay-ms": o.delayMs = Number(val()); break;
+      case "--abandon-after-ms": o.abandonAfterMs = Number(val()); break;
+      case "--bytes": o.bytes = Number(val()); break;
       case "-h": case "--help": process.stdout.write(USAGE + "\n"); process.exit(0);
       default: die(1, `unknown argument ${JSON.stringify(a)}\n${USAGE}`);
     }
@@ -104,7 +120,8 @@ console.warn = (...args) => {
 
 // ---- transport -------------------------------------------------------------------------------------------
 function makeStream() {
-  const headers = opts.token ? { Authorization: `Bearer ${opts.token}` } : undefined;
+  let headers = opts.token ? { Authorization: `Bearer ${opts.token}` } : undefined;
+  if (opts.origin) headers = { ...headers, Origin: opts.origin };
   let url;
   try { url = new URL(opts.url); } catch { die(1, `invalid --url ${JSON.stringify(opts.url)}`); }
   if (url.protocol === "http:" || url.protocol === "https:") {
@@ -166,6 +183,7 @@ const updates = [];
 let permissionAsked = false;
 let permissionOption = null;
 let onChunk = () => {};
+const notes = { big: 0, small: 0 };
 
 const app = acp
   .client({ name: "e2e-acp-client" })
@@ -175,6 +193,10 @@ const app = acp
     if (!opt) return { outcome: { outcome: "cancelled" } };
     permissionOption = opt.optionId;
     return { outcome: { outcome: "selected", optionId: opt.optionId } };
+  })
+  .onNotification("_e2e/note", (p) => p, ({ params }) => {
+    if (params?.small) notes.small++;
+    else notes.big++;
   })
   .onNotification(acp.methods.client.session.update, ({ params }) => {
     const u = params.update;
@@ -186,6 +208,7 @@ const app = acp
   });
 
 let result;
+let abandoning = false;
 try {
   result = await app.connectWith(stream, async (ctx) => {
     phase = "initialize";
@@ -196,6 +219,45 @@ try {
     });
     const out = { agent: init.agentInfo?.name ?? null, protocol_version: init.protocolVersion, transport };
     if (opts.mode === "init") return out;
+    if (opts.mode === "echo") {
+      phase = `echo x${opts.count}`;
+      if (opts.abandonAfterMs !== undefined) {
+        setTimeout(async () => {
+          abandoning = true;
+          await abortTransport();
+          process.stdout.write(JSON.stringify({ abandoned: true }) + "\n");
+          process.exit(0);
+        }, opts.abandonAfterMs);
+      }
+      const tags = Array.from({ length: opts.count }, (_, i) => `${opts.tag}-${i}`);
+      const answers = await Promise.all(tags.map((tag) => ctx.request("_e2e/echo", { tag, delayMs: opts.delayMs })));
+      const got = answers.map((a) => a?.tag);
+      const mismatched = got.filter((t, i) => t !== tags[i]).length;
+      return { ...out, echo_ok: opts.count - mismatched, echo_mismatch: mismatched, echo_tags: got };
+    }
+    if (opts.mode === "big") {
+      phase = "_e2e/big";
+      const r = await ctx.request("_e2e/big", { bytes: opts.bytes });
+      // The small note was sent before the answer; give a reordering transport a moment.
+      for (let i = 0; i < 50 && notes.small === 0; i++) await new Promise((res) => setTimeout(res, 20));
+      return { ...out, big_ok: r?.ok === true, big_notes: notes.big, small_notes: notes.small };
+    }
+    if (opts.mode === "bigsend") {
+      phase = "bigsend";
+      // Refused either by the bridge (a JSON-RPC error, the connection lives on) or by the transport
+      // (the connection is closed): both are reported, neither may reach the agent.
+      let bigsendError = null;
+      let afterOk = false;
+      try {
+        await ctx.request("_e2e/echo", { tag: "x".repeat(opts.bytes), delayMs: 0 });
+      } catch (e) {
+        bigsendError = describeError(e);
+      }
+      try {
+        afterOk = (await ctx.request("_e2e/echo", { tag: "after", delayMs: 0 }))?.tag === "after";
+      } catch {}
+      return { ...out, bigsend_error: bigsendError, after_ok: afterOk };
+    }
 
     phase = "session/new";
     const { sessionId } = await ctx.request(acp.methods.agent.session.new, { cwd: opts.cwd, mcpServers: [] });
@@ -230,6 +292,11 @@ try {
     return out;
   });
 } catch (e) {
+  if (abandoning) {
+    // The pending requests fail because we dropped the connection on purpose.
+    process.stdout.write(JSON.stringify({ abandoned: true }) + "\n");
+    process.exit(0);
+  }
   die(1, `error during ${phase} via ${transport} ${opts.url}: ${describeError(e)}`);
 }
 
@@ -242,6 +309,7 @@ process.stdout.write(JSON.stringify(result) + "\n");
 
 const expected = { normal: "end_turn", cancel: "cancelled", env: "end_turn", pid: "end_turn" }[opts.mode];
 const problems = [];
+if (opts.mode === "echo" && result.echo_mismatch) problems.push(`${result.echo_mismatch} answers carried another request's tag`);
 if (expected && result.stop !== expected) problems.push(`expected stopReason ${expected}, got ${result.stop}`);
 if (opts.mode === "normal" && !opts.prompt && !permissionAsked) problems.push("the agent never asked for permission");
 if (problems.length) {

@@ -1,7 +1,7 @@
 //! One transport connection (HTTP session or WebSocket) attached to the [`Bridge`], and
 //! the axum router: the official `AcpHttpServer` at `/acp` plus our `/health`.
 
-use super::bridge::Bridge;
+use super::bridge::{Bridge, CONNECTION_QUEUE, MAX_CONNECTIONS};
 use agent_client_protocol::{Agent, Channel, Client, ConnectTo, ConnectionDriver};
 use agent_client_protocol_http::{AcpHttpServer, ServerOptions};
 use axum::http::StatusCode;
@@ -27,9 +27,12 @@ impl ConnectTo<Client> for BridgeConnection {
         let bridge = self.0;
         let driver = ConnectionDriver::new(async move {
             let (mut from_client, to_client) = ours.into_parts();
-            let (tx, mut from_agent) = futures_channel::mpsc::unbounded();
-            let id = bridge.attach(tx);
-            tracing::info!(connection = id, "client attached");
+            let (tx, mut from_agent) = tokio::sync::mpsc::channel(CONNECTION_QUEUE);
+            let Some(id) = bridge.attach(tx) else {
+                tracing::warn!("refusing an ACP connection: {MAX_CONNECTIONS} are attached (or the agent has exited)");
+                return Ok(());
+            };
+            tracing::info!(connection = id, attached = bridge.connections(), "client attached");
             // The transport aborts this future on DELETE / WebSocket close: detach on drop.
             struct Detach(Arc<Bridge>, u64);
             impl Drop for Detach {
@@ -39,26 +42,26 @@ impl ConnectTo<Client> for BridgeConnection {
                 }
             }
             let _detach = Detach(bridge.clone(), id);
-            loop {
-                tokio::select! {
-                    f = from_client.next() => match f {
-                        Some(frame) => {
-                            if let Err(e) = bridge.from_client(id, frame) {
-                                tracing::warn!(connection = id, "{e}");
-                                break;
-                            }
-                        }
-                        None => break,
-                    },
-                    f = from_agent.next() => match f {
-                        Some(frame) => {
-                            if to_client.unbounded_send(frame).is_err() {
-                                break;
-                            }
-                        }
-                        None => break,
-                    },
+            // Two loops, so a client waiting on the agent's full stdin still gets its answers.
+            let inbound = async {
+                while let Some(frame) = from_client.next().await {
+                    if let Err(e) = bridge.from_client(id, frame).await {
+                        tracing::warn!(connection = id, "{e}");
+                        break;
+                    }
                 }
+            };
+            let outbound = async {
+                // Ends when the bridge drops this connection (e.g. too slow) or the transport closes.
+                while let Some(frame) = from_agent.recv().await {
+                    if to_client.unbounded_send(frame).is_err() {
+                        break;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = inbound => {}
+                _ = outbound => {}
             }
             Ok(())
         });
@@ -80,6 +83,7 @@ async fn health(axum::extract::State(b): axum::extract::State<Arc<Bridge>>) -> i
     if b.healthy() {
         (StatusCode::OK, Json(serde_json::json!({"status": "ok", "agent_pid": b.agent_pid})))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": "starting", "agent_pid": b.agent_pid})))
+        let status = if b.has_exited() { "exited" } else { "starting" };
+        (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": status, "agent_pid": b.agent_pid})))
     }
 }

@@ -5,13 +5,18 @@
 
 mod bridge;
 mod connection;
+mod lines;
 
 use bridge::Bridge;
+use lines::{Line, LineReader};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
+
+/// Lines queued for the agent's stdin.
+const AGENT_QUEUE: usize = 64;
 
 /// Options of `supervisor acp`.
 #[derive(Debug, Clone)]
@@ -42,7 +47,9 @@ pub async fn run(opts: AcpOptions) -> anyhow::Result<i32> {
     let mut stdin = child.stdin.take().expect("piped stdin");
     let stdout = child.stdout.take().expect("piped stdout");
 
-    let (to_agent, mut agent_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    // Bounded both ways: a full stdin queue holds clients back; the reader waits for slow
+    // connections (see bridge.rs), which holds the agent's stdout back.
+    let (to_agent, mut agent_rx) = tokio::sync::mpsc::channel::<String>(AGENT_QUEUE);
     let bridge = Arc::new(Bridge::new(to_agent, pid));
     tokio::spawn(async move {
         while let Some(line) = agent_rx.recv().await {
@@ -51,15 +58,20 @@ pub async fn run(opts: AcpOptions) -> anyhow::Result<i32> {
             }
         }
     });
-    let reader = {
+    {
         let bridge = bridge.clone();
         tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                bridge.from_agent(&line);
+            let mut lines = LineReader::new(BufReader::new(stdout), bridge::MAX_FRAME);
+            loop {
+                match lines.next().await {
+                    Ok(Some(Line::Text(l))) => bridge.from_agent(&l).await,
+                    Ok(Some(Line::Oversize(n))) => tracing::warn!(bytes = n, "dropping an oversize line from the agent's stdout (over {} bytes)", bridge::MAX_FRAME),
+                    Ok(None) | Err(_) => break,
+                }
             }
-        })
-    };
+            tracing::debug!("the agent's stdout closed");
+        });
+    }
     bridge.send_health_initialize();
 
     let router = connection::router(bridge.clone());
@@ -73,14 +85,17 @@ pub async fn run(opts: AcpOptions) -> anyhow::Result<i32> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     tokio::select! {
+        // The agent's death is its process exiting, not its stdout closing: a grandchild
+        // may hold that open for ever.
         status = child.wait() => {
-            let _ = reader.await;
             let why = match status {
                 Ok(s) => format!("the agent process exited ({s})"),
                 Err(e) => format!("the agent process was lost ({e})"),
             };
-            let n = bridge.fail_pending(&why);
+            let n = bridge.agent_exited(&why);
             tracing::error!(failed_requests = n, "{why}");
+            // Whatever the agent left in its process group goes with it.
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
             // Let the transport deliver those errors before the process ends.
             tokio::time::sleep(Duration::from_millis(300)).await;
             Ok(1)

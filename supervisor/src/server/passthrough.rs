@@ -46,7 +46,8 @@ pub async fn forward(State(pt): State<Arc<PassThrough>>, ConnectInfo(peer): Conn
     let rw = Rewrite {
         path_and_query: Some(path),
         host: Some(pt.upstream.addr().to_string()),
-        drop: if pt.cdp { &["authorization", "origin"] } else { &["authorization"] },
+        // Origin never goes upstream: the token authorised this request, and CDP and ACP refuse browser origins.
+        drop: &["authorization", "origin"],
     };
     let resp = match pt.upstream.forward(req, peer, &rw).await {
         Ok(r) => r,
