@@ -29,7 +29,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # start_supervisor CONFIG APP_DIR LISTEN TIMEOUT_S: runs it in the background (log in
 # $work/log) and waits for `supervisor ready`; shows the log and exits if it never is.
 start_supervisor() {
-  "$bin" run --config "$1" --runtime-dir "$work/run" --app-dir "$2" --service-user "" \
+  "$bin" run --config "$1" --runtime-dir "$work/run" --app-dir "$2" --service-user "" --port-guard off \
     --listen "$3" >"$work/log" 2>&1 &
   sup_pid=$!
   "$bin" ready --runtime-dir "$work/run" --timeout "$4" >/dev/null || { echo "stack not ready:" >&2; tail -30 "$work/log" >&2; exit 1; }
