@@ -450,7 +450,8 @@ fn segment(text: &str) -> Vec<Entry> {
         entries.push(Entry {
             key: String::from_utf8_lossy(key).into_owned(),
             start: offsets[i],
-            end: offsets[end],
+            // Just past the newline in the original: a `\r` after it starts the next line.
+            end: if end > 0 && s[end - 1] == b'\n' { offsets[end - 1] + 1 } else { offsets[end] },
         });
         i = end;
     }
@@ -971,3 +972,7 @@ mod tests {
         assert_eq!(count, 3, "a failed write leaves no temporary file");
     }
 }
+
+#[cfg(test)]
+#[path = "envfile_props.rs"]
+mod props;
