@@ -76,26 +76,28 @@ impl SecretPaths {
         if segments.iter().any(|s| is_secret_name(s)) {
             return Some(Refusal::SecretName);
         }
-        let mut stack: Vec<&[u8]> = Vec::new();
-        for s in segments {
-            match s {
-                b"" | b"." => {}
-                b".." => {
-                    if stack.pop().is_none() {
-                        return Some(Refusal::AboveRoot);
-                    }
-                }
-                s => stack.push(s),
-            }
-        }
         let name = |s: &&[u8]| String::from_utf8_lossy(s).into_owned();
-        if stack.first().is_some_and(|s| s.eq_ignore_ascii_case(b"@fs")) {
-            let fs: PathBuf = std::iter::once("/".to_string()).chain(stack[1..].iter().map(name)).collect();
+        let mut meaningful = segments.iter().filter(|s| !s.is_empty() && **s != b".");
+        if segments.iter().any(|s| s.eq_ignore_ascii_case(b"@fs")) {
+            // Only `/@fs/<absolute path>` is Vite's; `..` may not climb over the `@fs`
+            // itself (`/@fs/app/../../etc`), nor may `@fs` turn up anywhere else.
+            if !meaningful.next().is_some_and(|s| s.eq_ignore_ascii_case(b"@fs")) {
+                return Some(Refusal::OutsideApp);
+            }
+            let stack = match normalise(meaningful) {
+                Ok(stack) => stack,
+                Err(r) => return Some(r),
+            };
+            let fs: PathBuf = std::iter::once("/".to_string()).chain(stack.iter().map(name)).collect();
             if fs == self.env_file {
                 return Some(Refusal::EnvFile);
             }
             return (!fs.starts_with(&self.app_dir)).then_some(Refusal::OutsideApp);
         }
+        let stack = match normalise(meaningful) {
+            Ok(stack) => stack,
+            Err(r) => return Some(r),
+        };
         let under_app: PathBuf = stack.iter().fold(self.app_dir.clone(), |p, s| p.join(name(s)));
         (under_app == self.env_file).then_some(Refusal::EnvFile)
     }
@@ -111,6 +113,20 @@ impl SecretPaths {
         }
         Some(why)
     }
+}
+
+/// Resolves `..` segments (`""` and `.` are already filtered out); climbing above the
+/// root is refused.
+fn normalise<'a>(segments: impl Iterator<Item = &'a &'a [u8]>) -> Result<Vec<&'a [u8]>, Refusal> {
+    let mut stack = Vec::new();
+    for s in segments {
+        if *s == b".." {
+            stack.pop().ok_or(Refusal::AboveRoot)?;
+        } else {
+            stack.push(*s);
+        }
+    }
+    Ok(stack)
 }
 
 /// Whether a segment is a secret dot name: `.env`, `.env.*`, `.git`, `.npmrc`, `.ssh`.
@@ -209,10 +225,10 @@ mod tests {
     #[test]
     fn fs_paths_outside_the_app_and_climbs_are_refused() {
         let r = rules();
-        for p in ["/@fs/etc/passwd", "/@fs/app/../etc/passwd", "/@fs/app/%2e%2e/run/supervisor/token", "/@fs/application/x", "/@fs/", "/%40fs/etc/passwd", "/src/../@fs/etc/passwd", "/@FS/etc/passwd"] {
+        for p in ["/@fs/etc/passwd", "/@fs/app/../etc/passwd", "/src/../@fs/app/../../etc", "/x/@fs/app/a", "/@fs/app/%2e%2e/run/supervisor/token", "/@fs/application/x", "/@fs/", "/%40fs/etc/passwd", "/src/../@fs/etc/passwd", "/@FS/etc/passwd"] {
             assert_eq!(r.check(p), Some(Refusal::OutsideApp), "{p}");
         }
-        for p in ["/..", "/../etc/passwd", "/src/../../etc/passwd", "/%2e%2e/x", "/@fs/app/../../../x"] {
+        for p in ["/..", "/../etc/passwd", "/src/../../etc/passwd", "/%2e%2e/x", "/@fs/app/../../../x", "/@fs/..", "/@fs/app/../../etc/passwd", "/@fs/app/%2e%2e/%2e%2e/etc/passwd"] {
             assert_eq!(r.check(p), Some(Refusal::AboveRoot), "{p}");
         }
         assert_eq!(r.check(&format!("/%{}2eenv", "25".repeat(12))), Some(Refusal::OverEncoded));
