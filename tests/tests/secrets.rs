@@ -165,8 +165,11 @@ fn no_secret_path_is_served_and_the_app_still_works() -> Result<()> {
     let r = curl(&[&s.url(&dep)]);
     assert_eq!(r.status, 200, "{dep}: {}", r.text());
     // A real browser renders the app through the proxy (no module it needs is refused).
+    let refusals = || std::fs::read_to_string(&s.log_path).unwrap_or_default().matches("refused a secret path").count();
+    let before = refusals();
     let dom = chromium_dump_dom(&s.url("/"))?;
     assert!(dom.contains("Hello from the sandbox"), "rendered DOM:\n{dom}\n{}", s.log_tail(40));
+    assert_eq!(refusals(), before, "the browser asked for a refused path:\n{}", s.log_tail(20));
 
     // HMR: the page's WebSocket upgrade through the proxy still switches protocols.
     let text = client.text();

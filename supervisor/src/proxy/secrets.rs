@@ -7,7 +7,8 @@
 //! `%2e`, `%252e`, `%25252e` all count; `\` is a separator too and `;params` are cut off
 //! each segment. Refused: a segment `.env`, `.env.*`, `.git`, `.npmrc` or `.ssh` (any
 //! case); a `..` that climbs above the root; a `/@fs/` path that, after `.` and `..` are
-//! resolved, lies outside the app dir; and the configured env file by any name. Vite's
+//! resolved, lies outside the app dir (and Vite's own client dir); and the configured
+//! env file by any name. Vite's
 //! own paths (`/node_modules/.vite/...`, `/@vite/client`, `/@react-refresh`, `/@id/...`)
 //! name none of these and pass.
 
@@ -19,9 +20,9 @@ const SECRET_NAMES: &[&str] = &[".env", ".git", ".npmrc", ".ssh"];
 /// More decoding rounds than any real client needs: a path still changing after this is refused.
 const MAX_DECODE_ROUNDS: usize = 8;
 /// Refusals logged one by one before only every [`LOG_EVERY`]th is (a scan must not flood the log).
-const LOG_FIRST: u64 = 20;
+const LOG_FIRST: u64 = 100;
 /// See [`LOG_FIRST`].
-const LOG_EVERY: u64 = 1000;
+const LOG_EVERY: u64 = 100;
 
 /// Why a path was refused (for the log; the client only ever sees a 404).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +93,7 @@ impl SecretPaths {
             if fs == self.env_file {
                 return Some(Refusal::EnvFile);
             }
-            return (!fs.starts_with(&self.app_dir)).then_some(Refusal::OutsideApp);
+            return (!self.fs_roots().iter().any(|root| fs.starts_with(root))).then_some(Refusal::OutsideApp);
         }
         let stack = match normalise(meaningful) {
             Ok(stack) => stack,
@@ -100,6 +101,17 @@ impl SecretPaths {
         };
         let under_app: PathBuf = stack.iter().fold(self.app_dir.clone(), |p, s| p.join(name(s)));
         (under_app == self.env_file).then_some(Refusal::EnvFile)
+    }
+
+    /// Where `/@fs/` may point: the app dir (as configured and as resolved), and the
+    /// directory of Vite's own browser client, which Vite serves through `/@fs/` when its
+    /// package resolves outside the app (a linked or hoisted `node_modules`). Resolved
+    /// afresh each time (only `/@fs/` requests ask), so an `npm install` is followed.
+    fn fs_roots(&self) -> Vec<PathBuf> {
+        let mut roots = vec![self.app_dir.clone()];
+        roots.extend(std::fs::canonicalize(&self.app_dir).ok());
+        roots.extend(std::fs::canonicalize(self.app_dir.join("node_modules/vite/dist/client")).ok());
+        roots
     }
 
     /// [`SecretPaths::check`], counting and logging each refusal (the path only, cut
@@ -233,6 +245,20 @@ mod tests {
         }
         assert_eq!(r.check(&format!("/%{}2eenv", "25".repeat(12))), Some(Refusal::OverEncoded));
         assert_eq!(r.check(&format!("/%{}2eenv", "25".repeat(5))), Some(Refusal::SecretName));
+    }
+
+    #[test]
+    fn vites_own_client_is_allowed_where_it_resolves() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, pkg) = (dir.path().join("app"), dir.path().join("store/vite"));
+        std::fs::create_dir_all(pkg.join("dist/client")).unwrap();
+        std::fs::create_dir_all(app.join("node_modules")).unwrap();
+        std::os::unix::fs::symlink(&pkg, app.join("node_modules/vite")).unwrap();
+        let r = SecretPaths::new(&app, &app.join(".env"));
+        let client = std::fs::canonicalize(pkg.join("dist/client")).unwrap();
+        assert_eq!(r.check(&format!("/@fs{}/env.mjs", client.display())), None);
+        assert_eq!(r.check(&format!("/@fs{}/../package.json", client.display())), Some(Refusal::OutsideApp));
+        assert_eq!(r.check(&format!("/@fs{}/x", pkg.display())), Some(Refusal::OutsideApp));
     }
 
     #[test]
