@@ -151,10 +151,13 @@ pub fn encode_value(value: &str) -> Result<String, EnvError> {
     let (Some(first), Some(last)) = (raw.chars().next(), raw.chars().last()) else {
         return unrepresentable;
     };
+    // Node trims spaces (and, from 22 on, tabs) around a bare value, nothing else: a
+    // leading vertical tab or no-break space is kept (checked with Node 24's parseEnv).
+    let blank = |c: char| c == ' ' || c == '\t';
     let fits_unquoted = !raw.contains(['\n', '#'])
         && !matches!(first, '\'' | '"' | '`')
-        && !first.is_whitespace()
-        && !last.is_whitespace();
+        && !blank(first)
+        && !blank(last);
     if fits_unquoted {
         Ok(raw)
     } else {

@@ -7,6 +7,10 @@
 use super::*;
 use proptest::prelude::*;
 
+/// Lines after the entry under test holding every quote character, so that a value
+/// opening a quote it never closes is caught (a later quote would close it).
+const QUOTED_AFTER: &str = "C=\"q\"\nD='q'\nE=`q`\n";
+
 /// Cases per property unless `PROPTEST_CASES` says otherwise.
 const CASES: u32 = 2000;
 
@@ -105,12 +109,12 @@ proptest! {
     #![proptest_config(config())]
 
     /// An accepted value reads back exactly in both parsers, between other lines; a
-    /// refused one holds a NUL, a `\r`, or all three quote characters.
+    /// refused one holds a NUL, or is one that no quoting reads back exactly.
     #[test]
     fn encode_round_trips_or_refuses(v in value()) {
         match encode_value(&v) {
             Ok(enc) => {
-                let text = format!("# before\nA=1\nK={enc}\nB=2\n");
+                let text = format!("# before\nA=1\nK={enc}\nB=2\n{QUOTED_AFTER}");
                 for flavor in [Flavor::Node20, Flavor::Node22] {
                     let m = read_all(&text, flavor);
                     let raw = m.get("K").cloned();
@@ -118,7 +122,7 @@ proptest! {
                     prop_assert!(!expands(raw.as_deref().unwrap_or("")), "Vite would expand {:?}", raw);
                     prop_assert_eq!(m.get("A").map(String::as_str), Some("1"));
                     prop_assert_eq!(m.get("B").map(String::as_str), Some("2"));
-                    prop_assert_eq!(m.len(), 3, "{:?}: the value made extra keys: {:?}", flavor, m);
+                    prop_assert_eq!(m.len(), 6, "{:?}: the value made or ate keys: {:?}", flavor, m);
                 }
                 prop_assert_eq!(values(&text).into_iter().find(|(k, _)| k == "K").map(|(_, v)| v), Some(v.clone()));
             }
@@ -126,7 +130,18 @@ proptest! {
                 prop_assert_eq!(e.key(), "");
                 match e.code() {
                     "invalid_value" => prop_assert!(v.contains('\0')),
-                    "unrepresentable_value" => prop_assert!(v.contains('\r') || ['\'', '"', '`'].iter().all(|q| v.contains(*q)), "refused {:?}", v),
+                    "unrepresentable_value" => {
+                        // Refused only when no quoting at all reads back exactly.
+                        let raw = escape_dollars(&v);
+                        for cand in [format!("'{raw}'"), format!("`{raw}`"), format!("\"{raw}\""), raw.clone()] {
+                            let text = format!("# before\nA=1\nK={cand}\nB=2\n{QUOTED_AFTER}");
+                            let exact = [Flavor::Node20, Flavor::Node22].iter().all(|f| {
+                                let m = read_all(&text, *f);
+                                m.get("K") == Some(&raw) && m.get("B").map(String::as_str) == Some("2") && m.len() == 6
+                            });
+                            prop_assert!(!exact, "refused {:?}, but K={} reads back exactly", v, cand);
+                        }
+                    }
                     other => prop_assert!(false, "unexpected code {}", other),
                 }
             }

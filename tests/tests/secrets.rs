@@ -325,9 +325,11 @@ fn cdp_connect(url: &str, bearer_token: Option<&str>) -> Result<Ws> {
     }
     let host = req.uri().authority().context("no authority")?.to_string();
     let tcp = TcpStream::connect(&host)?;
-    tcp.set_read_timeout(Some(Duration::from_millis(200)))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(20)))?;
     let (ws, resp) = tungstenite::client::client(req, tcp).map_err(|e| anyhow::anyhow!("handshake: {e}"))?;
     anyhow::ensure!(resp.status() == 101, "status {}", resp.status());
+    // Short reads from now on, so waiting loops can watch their own deadline.
+    ws.get_ref().set_read_timeout(Some(Duration::from_millis(200)))?;
     Ok(ws)
 }
 
