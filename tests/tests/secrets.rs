@@ -258,7 +258,13 @@ fn query_token_only_on_websocket_upgrades_and_same_size_rewrites_count_at_once()
         let m1 = std::fs::metadata(&token_file)?.modified()?;
         assert_eq!(curl(&["-H", &bearer(&a), &s.url("/_supervisor/status")]).status, 200, "first token");
         std::fs::write(&token_file, &b)?;
+        // As a file system with a coarse clock records it: the very same mtime (only
+        // ctime moves), which a cache keyed on (inode, size, mtime) cannot tell apart.
+        let d = m1.duration_since(SystemTime::UNIX_EPOCH)?;
+        let st = Command::new("touch").arg("-m").arg("-d").arg(format!("@{}.{:09}", d.as_secs(), d.subsec_nanos())).arg(&token_file).status()?;
+        anyhow::ensure!(st.success(), "touch failed");
         let m2 = std::fs::metadata(&token_file)?.modified()?;
+        assert_eq!(m1, m2, "same mtime");
         let old = curl(&["-H", &bearer(&a), &s.url("/_supervisor/status")]).status;
         let new = curl(&["-H", &bearer(&b), &s.url("/_supervisor/status")]).status;
         let secs = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
