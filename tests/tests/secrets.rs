@@ -130,6 +130,10 @@ fn no_secret_path_is_served_and_the_app_still_works() -> Result<()> {
         format!("/@fs{app_s}/../../../../etc/passwd?raw"),
         format!("/@fs{}/token?raw", s.runtime_dir.display()),
         "/../.env".into(),
+        "/etc/passwd?raw".into(),
+        "/@id//etc/passwd?raw".into(),
+        format!("{}/token?raw", s.runtime_dir.display()),
+        format!("/@id/{}/token?raw", s.runtime_dir.display()),
     ];
     for path in &attacks {
         let r = curl(&["--path-as-is", "-H", "Host: abcdefghijklmnop.mk0r.test", &s.url(path)]);

@@ -7,8 +7,9 @@
 //! `%2e`, `%252e`, `%25252e` all count; `\` is a separator too and `;params` are cut off
 //! each segment. Refused: a segment `.env`, `.env.*`, `.git`, `.npmrc` or `.ssh` (any
 //! case); a `..` that climbs above the root; a `/@fs/` path that, after `.` and `..` are
-//! resolved, lies outside the app dir (and Vite's own client dir); and the configured
-//! env file by any name. Vite's
+//! resolved, lies outside the app dir (and Vite's own client dir); a path or `/@id/` id
+//! naming an existing file outside the app by its absolute path; and the configured env
+//! file by any name. Vite's
 //! own paths (`/node_modules/.vite/...`, `/@vite/client`, `/@react-refresh`, `/@id/...`)
 //! name none of these and pass.
 
@@ -100,7 +101,19 @@ impl SecretPaths {
             Err(r) => return Some(r),
         };
         let under_app: PathBuf = stack.iter().fold(self.app_dir.clone(), |p, s| p.join(name(s)));
-        (under_app == self.env_file).then_some(Refusal::EnvFile)
+        if under_app == self.env_file {
+            return Some(Refusal::EnvFile);
+        }
+        // Vite also takes a URL (or an `/@id/` id) that is not a file under the app for an
+        // absolute file system path (`/etc/passwd?raw` reaches its `fs.allow` check), so an
+        // existing file outside the app is refused here too. Directories pass (`/home` can
+        // be an app route); a file the app itself has at that path passes.
+        let id = if stack.first().is_some_and(|s| s.eq_ignore_ascii_case(b"@id")) { &stack[1..] } else { &stack[..] };
+        let abs: PathBuf = std::iter::once("/".to_string()).chain(id.iter().map(name)).collect();
+        if !id.is_empty() && !self.fs_roots().iter().any(|root| abs.starts_with(root)) && abs.is_file() && !under_app.exists() {
+            return Some(if abs == self.env_file { Refusal::EnvFile } else { Refusal::OutsideApp });
+        }
+        None
     }
 
     /// Where `/@fs/` may point: the app dir (as configured and as resolved), and the
@@ -259,6 +272,28 @@ mod tests {
         assert_eq!(r.check(&format!("/@fs{}/env.mjs", client.display())), None);
         assert_eq!(r.check(&format!("/@fs{}/../package.json", client.display())), Some(Refusal::OutsideApp));
         assert_eq!(r.check(&format!("/@fs{}/x", pkg.display())), Some(Refusal::OutsideApp));
+    }
+
+    #[test]
+    fn files_outside_the_app_are_refused_by_their_absolute_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = dir.path().join("app");
+        std::fs::create_dir_all(app.join("src")).unwrap();
+        std::fs::write(app.join("src/main.tsx"), "").unwrap();
+        let secret = dir.path().join("run/token");
+        std::fs::create_dir_all(secret.parent().unwrap()).unwrap();
+        std::fs::write(&secret, "t").unwrap();
+        let r = SecretPaths::new(&app, &app.join(".env"));
+        for p in ["/etc/passwd".to_string(), "/etc/passwd?raw".replace("?raw", ""), format!("{}", secret.display()), format!("/@id/{}", secret.display()), "/@id//etc/passwd".into(), "/@id/%2Fetc%2Fpasswd".into(), "/proc/self/environ".into()] {
+            assert_eq!(r.check(&p), Some(Refusal::OutsideApp), "{p}");
+        }
+        for p in ["/src/main.tsx", "/home", "/usr/", "/does/not/exist", "/@id/react", "/@vite/client", "/"] {
+            assert_eq!(r.check(p), None, "{p}");
+        }
+        // The app's own file at the same path wins: it is what Vite serves.
+        std::fs::create_dir_all(app.join("etc")).unwrap();
+        std::fs::write(app.join("etc/passwd"), "").unwrap();
+        assert_eq!(r.check("/etc/passwd"), None);
     }
 
     #[test]
