@@ -110,7 +110,8 @@ impl SecretPaths {
         // be an app route); a file the app itself has at that path passes.
         let id = if stack.first().is_some_and(|s| s.eq_ignore_ascii_case(b"@id")) { &stack[1..] } else { &stack[..] };
         let abs: PathBuf = std::iter::once("/".to_string()).chain(id.iter().map(name)).collect();
-        if !id.is_empty() && !self.fs_roots().iter().any(|root| abs.starts_with(root)) && abs.is_file() && !under_app.exists() {
+        // Cheapest first: most paths are no file at `/`, one stat.
+        if !id.is_empty() && abs.is_file() && !under_app.exists() && !self.fs_roots().iter().any(|root| abs.starts_with(root)) {
             return Some(if abs == self.env_file { Refusal::EnvFile } else { Refusal::OutsideApp });
         }
         None
