@@ -151,10 +151,13 @@ pub fn encode_value(value: &str) -> Result<String, EnvError> {
     let (Some(first), Some(last)) = (raw.chars().next(), raw.chars().last()) else {
         return unrepresentable;
     };
+    // Node trims spaces (and, from 22 on, tabs) around a bare value, nothing else: a
+    // leading vertical tab or no-break space is kept (checked with Node 24's parseEnv).
+    let blank = |c: char| c == ' ' || c == '\t';
     let fits_unquoted = !raw.contains(['\n', '#'])
         && !matches!(first, '\'' | '"' | '`')
-        && !first.is_whitespace()
-        && !last.is_whitespace();
+        && !blank(first)
+        && !blank(last);
     if fits_unquoted {
         Ok(raw)
     } else {
@@ -450,7 +453,8 @@ fn segment(text: &str) -> Vec<Entry> {
         entries.push(Entry {
             key: String::from_utf8_lossy(key).into_owned(),
             start: offsets[i],
-            end: offsets[end],
+            // Just past the newline in the original: a `\r` after it starts the next line.
+            end: if end > 0 && s[end - 1] == b'\n' { offsets[end - 1] + 1 } else { offsets[end] },
         });
         i = end;
     }
@@ -971,3 +975,7 @@ mod tests {
         assert_eq!(count, 3, "a failed write leaves no temporary file");
     }
 }
+
+#[cfg(test)]
+#[path = "envfile_props.rs"]
+mod props;

@@ -44,6 +44,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
         upstream: Upstream::new(&settings.proxy_upstream),
         service: settings.proxy_service.clone(),
         sup: sup.clone(),
+        secrets: crate::proxy::secrets::SecretPaths::new(&settings.app_dir, &settings.env_file),
     });
     let auth = TokenAuth::new(settings.token_file.clone());
     tokio::spawn(server::serve(public, server::public_router(state.clone(), auth, app, &targets)));

@@ -6,7 +6,7 @@ pub mod env;
 mod error;
 pub mod status;
 
-pub use error::ApiError;
+pub use error::{json_errors, ApiError};
 
 use crate::engine::{Control, Supervisor};
 use axum::extract::{Path, Query, State};
@@ -59,7 +59,7 @@ fn socket_only_routes() -> Router<ApiState> {
 
 /// The router served on the unix socket: every route, no token (the socket is 0600).
 pub fn socket_router(state: ApiState) -> Router {
-    open_routes().merge(token_routes()).merge(socket_only_routes()).fallback(not_found).with_state(state).layer(catch_panic())
+    open_routes().merge(token_routes()).merge(socket_only_routes()).fallback(not_found).layer(axum::middleware::map_response(json_errors)).with_state(state).layer(catch_panic())
 }
 
 /// A layer that turns a panic in a handler into a JSON 500 for that one request (the

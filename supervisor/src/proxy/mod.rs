@@ -3,6 +3,7 @@
 //! intact), and a "starting" answer while the upstream service is not ready.
 
 mod headers;
+pub mod secrets;
 mod starting;
 
 pub use headers::strip_hop_by_hop;
@@ -139,6 +140,7 @@ impl Upstream {
     /// A WebSocket (or other) upgrade: its own upstream connection; after `101` both
     /// sides are spliced byte for byte until either closes.
     async fn forward_upgrade(&self, req: hyper::Request<Body>, on_client: hyper::upgrade::OnUpgrade) -> Result<Response, ForwardError> {
+        let revocation = req.extensions().get::<crate::api::auth::Revocation>().cloned();
         let stream = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&self.addr)).await {
             Ok(Ok(s)) => s,
             _ => return Err(ForwardError::Unavailable(self.addr.clone())),
@@ -159,7 +161,18 @@ impl Upstream {
         tokio::spawn(async move {
             match tokio::try_join!(on_client, on_upstream) {
                 Ok((c, u)) => {
-                    let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(u)).await;
+                    let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+                    let splice = tokio::io::copy_bidirectional(&mut c, &mut u);
+                    match revocation {
+                        // Authorised by a token that has since changed: end it (both sides dropped).
+                        Some(r) => tokio::select! {
+                            _ = splice => {}
+                            _ = r.revoked() => tracing::info!("token changed: closed a WebSocket it had authorised"),
+                        },
+                        None => {
+                            let _ = splice.await;
+                        }
+                    }
                 }
                 Err(e) => tracing::debug!("upgrade failed: {e}"),
             }

@@ -24,6 +24,8 @@ pub struct AppProxy {
     pub service: String,
     /// The running stack.
     pub sup: Arc<Supervisor>,
+    /// Paths refused without forwarding (secret files, `/@fs/` outside the app).
+    pub secrets: crate::proxy::secrets::SecretPaths,
 }
 
 impl AppProxy {
@@ -59,6 +61,7 @@ pub fn public_router(state: ApiState, auth: Arc<TokenAuth>, app: Arc<AppProxy>, 
     let mut protected: Router = api::token_routes()
         .route("/_supervisor/{*rest}", axum::routing::any(api::not_found))
         .route("/_supervisor", axum::routing::any(api::not_found))
+        .layer(axum::middleware::map_response(api::json_errors))
         .with_state(state.clone());
     let routes: [(&'static str, &'static str, &str, bool); 3] =
         [("/_supervisor/cdp", "", &targets.cdp, true), ("/_supervisor/mcp", "/mcp", &targets.mcp, false), ("/_supervisor/acp", "/acp", &targets.acp, false)];
@@ -72,6 +75,7 @@ pub fn public_router(state: ApiState, auth: Arc<TokenAuth>, app: Arc<AppProxy>, 
     }
     let protected = protected.layer(from_fn_with_state(auth, require_token));
     api::open_routes()
+        .layer(axum::middleware::map_response(api::json_errors))
         .with_state(state)
         .merge(protected)
         .fallback_service(axum::routing::any(proxy_app).with_state(app))
@@ -80,6 +84,9 @@ pub fn public_router(state: ApiState, auth: Arc<TokenAuth>, app: Arc<AppProxy>, 
 
 /// Forwards a request to the app, or answers "starting" while it is not ready.
 async fn proxy_app(State(app): State<Arc<AppProxy>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request) -> Response {
+    if app.secrets.refuse(req.uri().path()).is_some() {
+        return api::ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", "no such file").into_response();
+    }
     let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).map(str::to_string);
     if !app.app_ready() {
         return starting_response(accept.as_deref());
