@@ -20,7 +20,7 @@ fn start_prod() -> anyhow::Result<Prod> {
     let home = app.path().join("home");
     std::fs::create_dir_all(&home)?;
     // Resolve (and, without $SUPERVISOR_BIN, build) the binary before the clock starts.
-    let bin = supervisor_bin();
+    let _ = supervisor_bin();
     let t0 = Instant::now();
     let config = std::fs::read_to_string(repo_root().join("opt/supervisor.toml"))?;
     // ${CONFIG_DIR} must stay the repo's opt/ (its node_modules): expand it here.
@@ -34,12 +34,9 @@ fn start_prod() -> anyhow::Result<Prod> {
             ..Default::default()
         },
     )?;
-    let ready = std::process::Command::new(&bin)
-        .args(["ready", "--timeout", &BOOT.as_secs().to_string(), "--runtime-dir"])
-        .arg(&stack.runtime_dir)
-        .status()?;
+    let ready = stack.ready_cmd(BOOT.as_secs())?;
     let boot = t0.elapsed();
-    anyhow::ensure!(ready.success(), "stack not ready in {BOOT:?}\n{}\n{}", stack.status().map(|s| s.to_string()).unwrap_or_default(), stack.log_tail(60));
+    anyhow::ensure!(ready.status.success(), "stack not ready in {BOOT:?}\n{}\n{}", stack.status().map(|s| s.to_string()).unwrap_or_default(), stack.log_tail(60));
     Ok(Prod { stack, _app: app, boot })
 }
 
