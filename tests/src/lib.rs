@@ -897,3 +897,85 @@ pub fn proc_uid(pid: i32) -> Option<u32> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
 }
+
+/// One server-sent event.
+#[derive(Debug, Clone, Default)]
+pub struct SseEvent {
+    /// `event:` (empty when the server sent none).
+    pub event: String,
+    /// `id:`, when sent.
+    pub id: Option<String>,
+    /// The `data:` lines joined with newlines.
+    pub data: String,
+}
+
+/// A streaming SSE reader (`curl -N` in a [`ChildGuard`]), for `/events` and `logs?follow=1`.
+pub struct SseClient {
+    _curl: ChildGuard,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl SseClient {
+    /// GETs `url` with `Authorization: Bearer TOKEN` and starts reading events.
+    pub fn open(url: &str, token: &str) -> Result<SseClient> {
+        Self::open_with(url, &[&format!("Authorization: Bearer {token}")])
+    }
+
+    /// GETs `url` with these request headers.
+    pub fn open_with(url: &str, headers: &[&str]) -> Result<SseClient> {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sN", "--max-time", "300"]);
+        for h in headers {
+            cmd.args(["-H", h]);
+        }
+        cmd.arg(url).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+        let mut curl = ChildGuard::spawn(&mut cmd)?;
+        let out = curl.child().stdout.take().context("curl stdout")?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(SseClient { _curl: curl, lines })
+    }
+
+    /// The next event within `limit` (None: the time passed or the stream ended).
+    pub fn next(&mut self, limit: Duration) -> Result<Option<SseEvent>> {
+        let until = Instant::now() + limit;
+        let mut e = SseEvent::default();
+        let mut any = false;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let line = match self.lines.recv_timeout(left) {
+                Ok(l) => l,
+                Err(_) => return Ok(None),
+            };
+            if line.is_empty() {
+                if any {
+                    return Ok(Some(e));
+                }
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = line.split_once(':').map(|(f, v)| (f, v.strip_prefix(' ').unwrap_or(v))).unwrap_or((&line, ""));
+            any = true;
+            match field {
+                "event" => e.event = value.to_string(),
+                "id" => e.id = Some(value.to_string()),
+                "data" => {
+                    if !e.data.is_empty() {
+                        e.data.push('\n');
+                    }
+                    e.data.push_str(value);
+                }
+                _ => {}
+            }
+        }
+    }
+}
