@@ -401,7 +401,8 @@ readiness = { file = "{DIR}/go", period = "1s" }
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(s.service("vite")?["state"], "ready", "200 only once vite is ready");
+    // (That the 200 comes only once Vite is *ready*, not merely serving, is
+    // the_proxy_holds_back_a_serving_vite_until_its_readiness_passes.)
     // Stopped: the starting answers again.
     let out = s.ctl(&["stop", "vite"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -417,6 +418,38 @@ readiness = { file = "{DIR}/go", period = "1s" }
     // Control routes are never proxied, even while Vite is up.
     let r = curl(&[&s.url("/_supervisor/healthz")]);
     assert_eq!(r.json(), serde_json::json!({"status": "ok"}));
+    Ok(())
+}
+
+#[test]
+fn the_proxy_holds_back_a_serving_vite_until_its_readiness_passes() -> Result<()> {
+    // Vite serves, but its readiness also needs a gate file: the proxy must answer
+    // "starting" while Vite itself already answers 200 directly, and the app once ready.
+    let app = copy_app_template()?;
+    let port = free_port();
+    let config = format!(
+        r#"
+[services.vite]
+command = ["${{APP_DIR}}/node_modules/.bin/vite", "--host", "127.0.0.1", "--port", "{port}", "--strictPort"]
+cwd = "${{APP_DIR}}"
+port = {port}
+readiness = {{ exec = ["sh", "-c", "test -f {{DIR}}/gate && curl -sf -o /dev/null -H 'Accept: text/x-vite-ping' http://127.0.0.1:{port}/"], period = "300ms" }}
+"#
+    );
+    let s = Stack::start_with(&config, StackOptions { app_dir: Some(app.path().join("app")), ..Default::default() })?;
+    let direct = format!("http://127.0.0.1:{port}/");
+    s.wait_for("vite serving directly", T, |_| Ok(curl(&["--max-time", "3", "-H", "Accept: text/html", &direct]).status == 200))?;
+    assert_ne!(s.service("vite")?["state"], "ready", "the gate is closed");
+    for _ in 0..3 {
+        let r = curl(&["--max-time", "3", "-H", "Accept: text/html", "-H", &format!("Host: {PUBLIC_HOST}"), &s.url("/")]);
+        assert_eq!(r.status, 503, "vite serves but is not ready: the proxy must hold back ({})", r.text());
+        assert!(r.text().contains(r#"http-equiv="refresh""#), "{}", r.text());
+    }
+    std::fs::write(s.path().join("gate"), "")?;
+    s.wait_state("vite", "ready", T)?;
+    let r = curl(&["--max-time", "10", "-H", "Accept: text/html", "-H", &format!("Host: {PUBLIC_HOST}"), &s.url("/")]);
+    assert_eq!(r.status, 200, "ready: the app ({})", r.text());
+    assert!(r.text().contains("/@vite/client"));
     Ok(())
 }
 
