@@ -312,6 +312,8 @@ pub struct Stack {
     pub log_path: PathBuf,
     /// The public listener (`--listen`), e.g. `127.0.0.1:41234`.
     pub listen: String,
+    /// The read end of the unread output pipe ([`StackOptions::unread_output`]).
+    _unread: Option<std::os::fd::OwnedFd>,
 }
 
 /// Options of [`Stack::start_with`].
@@ -325,6 +327,12 @@ pub struct StackOptions {
     pub app_dir: Option<PathBuf>,
     /// Run the supervisor through this prefix (e.g. `ip netns exec NS`, which execs it).
     pub wrapper: Vec<String>,
+    /// Pass the config, runtime dir, app dir, listen address and service user as their
+    /// `SUPERVISOR_*` env vars instead of flags (tests of the env-var forms).
+    pub env_only: bool,
+    /// Send the supervisor's stdout and stderr into a pipe nobody reads (held open by the
+    /// stack) instead of the log file: the "never blocks on its own stdout" promise.
+    pub unread_output: bool,
 }
 
 impl Stack {
@@ -353,34 +361,49 @@ impl Stack {
             }
             None => Command::new(supervisor_bin()),
         };
-        cmd.arg("run")
-            .arg("--config")
-            .arg(&cfg)
-            .arg("--runtime-dir")
-            .arg(&runtime_dir)
-            .arg("--app-dir")
-            .arg(&app_dir)
-            .args(&opts.args)
-            .env(TAG_VAR, &tag)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-            .envs(opts.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
+        // Flags, or (env_only) the same settings as env vars.
+        let mut deferred: Vec<(&str, &str, std::ffi::OsString)> = vec![
+            ("--config", "SUPERVISOR_CONFIG", cfg.clone().into_os_string()),
+            ("--runtime-dir", "SUPERVISOR_RUNTIME_DIR", runtime_dir.clone().into_os_string()),
+            ("--app-dir", "SUPERVISOR_APP_DIR", app_dir.clone().into_os_string()),
+        ];
         let listen = match opts.args.iter().position(|a| a == "--listen") {
             Some(i) => opts.args.get(i + 1).cloned().unwrap_or_default(),
             None => {
                 let l = format!("127.0.0.1:{}", free_port());
-                cmd.arg("--listen").arg(&l);
+                deferred.push(("--listen", "SUPERVISOR_LISTEN", l.clone().into()));
                 l
             }
         };
-        if !opts.args.iter().any(|a| a == "--service-user") {
-            cmd.arg("--service-user").arg("");
+        if !opts.args.iter().any(|a| a == "--service-user") && !opts.env.iter().any(|(k, _)| k == "SUPERVISOR_SERVICE_USER") {
+            deferred.push(("--service-user", "SUPERVISOR_SERVICE_USER", "".into()));
         }
+        cmd.arg("run");
+        for (flag, var, value) in &deferred {
+            if opts.env_only {
+                cmd.env(var, value);
+            } else {
+                cmd.arg(flag).arg(value);
+            }
+        }
+        let mut unread = None;
+        let (out, err): (Stdio, Stdio) = if opts.unread_output {
+            let (r, w) = nix::unistd::pipe()?;
+            unread = Some(r);
+            (w.try_clone()?.into(), w.into())
+        } else {
+            (log.try_clone()?.into(), log.into())
+        };
+        cmd.args(&opts.args)
+            .env(TAG_VAR, &tag)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .envs(opts.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
         let in_other_netns = !opts.wrapper.is_empty();
         let child = die_with_runner(&mut cmd).spawn().context("spawn supervisor")?;
-        let stack = Stack { dir, child: Some(child), tag, runtime_dir, app_dir, log_path, listen };
+        let stack = Stack { dir, child: Some(child), tag, runtime_dir, app_dir, log_path, listen, _unread: unread };
         stack.wait_for("the control socket", Duration::from_secs(20), |s| Ok(s.runtime_dir.join("control.sock").exists()))?;
         // The public listener binds after the control socket. Through a wrapper (a network
         // namespace of its own) it is looked up in the supervisor's own /proc/PID/net.
