@@ -30,6 +30,13 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
 }
 
+/// A file of `tests/fixtures/` (configs, the echo upstream), as a path string.
+pub fn fixture(name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name);
+    assert!(p.exists(), "no fixture {}", p.display());
+    p.to_string_lossy().into_owned()
+}
+
 /// The binary under test: `$SUPERVISOR_BIN`, else a fresh `cargo build` of the debug binary.
 pub fn supervisor_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();

@@ -475,90 +475,18 @@ fn an_upstream_refusing_connections_gets_the_starting_answer() -> Result<()> {
 // ---------------------------------------------------------------------------------------
 // 4. Header hygiene, streaming and keep-alive, against an echo upstream named `vite`.
 
-const ECHO_PY: &str = r#"
-import hashlib, http.server, json, os, sys, time
-port, flag = int(sys.argv[1]), sys.argv[2]
-PATTERN = bytes(range(251))
-
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a): pass
-
-    def read_body(self):
-        h, n = hashlib.sha256(), 0
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""): pass
-                    break
-                left = size
-                while left:
-                    d = self.rfile.read(min(left, 65536)); h.update(d); n += len(d); left -= len(d)
-                self.rfile.readline()
-        else:
-            left = int(self.headers.get("Content-Length") or 0)
-            while left > 0:
-                d = self.rfile.read(min(left, 65536))
-                if not d: break
-                h.update(d); n += len(d); left -= len(d)
-        return n, h.hexdigest()
-
-    def any(self):
-        if self.path.startswith("/big"):
-            self.read_body()
-            n = int(self.path.split("=")[1])
-            self.send_response(200)
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(n))
-            self.end_headers()
-            block = PATTERN * (65536 // 251 + 1)
-            block = block[:65536 - 65536 % 251]
-            sent = 0
-            while sent < n:
-                d = block[: n - sent]; self.wfile.write(d); sent += len(d)
-            return
-        if self.path.startswith("/stream"):
-            self.read_body()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            def chunk(b): self.wfile.write(b"%x\r\n%s\r\n" % (len(b), b)); self.wfile.flush()
-            chunk(b"first\n")
-            t = time.time()
-            while not os.path.exists(flag) and time.time() - t < 30: time.sleep(0.01)
-            chunk(b"second\n")
-            self.wfile.write(b"0\r\n\r\n")
-            return
-        n, sha = self.read_body()
-        body = json.dumps({"method": self.command, "path": self.path, "headers": [[k.lower(), v] for k, v in self.headers.items()],
-                           "body_len": n, "body_sha256": sha, "peer_port": self.client_address[1]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Connection", "X-Up-Hop")
-        self.send_header("X-Up-Hop", "1")
-        self.send_header("Keep-Alive", "timeout=5, max=100")
-        self.send_header("X-Up-End", "kept")
-        self.end_headers()
-        self.wfile.write(body)
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = any
-
-http.server.ThreadingHTTPServer.daemon_threads = True
-http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
-"#;
 
 /// A stack whose `vite` is the echo upstream; returns it with its own dir (script, flag).
 fn echo_stack() -> Result<(Stack, tempfile::TempDir)> {
+    // The upstream is tests/fixtures/echo.py.
     let dir = tempfile::Builder::new().prefix("proxy-echo-").tempdir()?;
-    std::fs::write(dir.path().join("echo.py"), ECHO_PY)?;
     let port = free_port();
+    let echo = fixture("echo.py");
     let s = Stack::start_with(
         &format!(
             r#"
 [services.vite]
-command = ["python3", "${{APP_DIR}}/echo.py", "{port}", "${{APP_DIR}}/release"]
+command = ["python3", "{echo}", "{port}", "${{APP_DIR}}/release"]
 port = {port}
 readiness = {{ tcp = "127.0.0.1:{port}", period = "2s" }}
 "#
