@@ -771,9 +771,25 @@ pub fn node_run(script: &str, args: &[&str], limit: Duration) -> Result<Output> 
     run_with_timeout(Command::new("node").arg(js.join(script)).args(args).stdin(Stdio::null()), limit)
 }
 
+/// [`node_run`] through a wrapper (e.g. [`NetNs::exec`], to reach a namespace's ports).
+pub fn node_run_in(wrapper: &[String], script: &str, args: &[&str], limit: Duration) -> Result<Output> {
+    let js = repo_root().join("tests/js");
+    anyhow::ensure!(js.join("node_modules").exists(), "tests/js/node_modules is missing: run scripts/setup.sh");
+    let Some((first, rest)) = wrapper.split_first() else { return node_run(script, args, limit) };
+    run_with_timeout(Command::new(first).args(rest).arg("node").arg(js.join(script)).args(args).stdin(Stdio::null()), limit)
+}
+
+/// [`node_client`] through a wrapper: its one JSON line.
+pub fn node_client_in(wrapper: &[String], script: &str, args: &[&str]) -> Result<Value> {
+    json_line_of(script, node_run_in(wrapper, script, args, NODE_TIMEOUT)?)
+}
+
 /// [`node_client`] with its own timeout.
 pub fn node_client_timeout(script: &str, args: &[&str], limit: Duration) -> Result<Value> {
-    let out = node_run(script, args, limit)?;
+    json_line_of(script, node_run(script, args, limit)?)
+}
+
+fn json_line_of(script: &str, out: Output) -> Result<Value> {
     if !out.status.success() {
         bail!("{script} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
