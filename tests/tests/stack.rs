@@ -245,7 +245,7 @@ fn mcp_works_and_survives_killing_vite_and_chromium() -> anyhow::Result<()> {
     let denied = p.node_run("mcp-client.mjs", &["--url", "http://127.0.0.1:3000/_supervisor/mcp", "--token", "wrong", "--navigate", "http://localhost:3000/"])?;
     let err = String::from_utf8_lossy(&denied.stderr);
     assert!(!denied.status.success(), "a wrong token must not reach MCP");
-    assert!(err.contains("401"), "refused with 401: {err}");
+    assert!(err.contains("HTTP status 401"), "refused with 401: {err}");
 
     let vite = kill_and_recover(s, "vite")?;
     println!("recovery after SIGKILL of vite: {} ms to ready", vite.as_millis());
