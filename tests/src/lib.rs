@@ -37,6 +37,11 @@ pub fn fixture(name: &str) -> String {
     p.to_string_lossy().into_owned()
 }
 
+/// The text of a file of `tests/fixtures/` (e.g. a config for [`Stack::start`]).
+pub fn fixture_text(name: &str) -> String {
+    std::fs::read_to_string(fixture(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}
+
 /// The binary under test: `$SUPERVISOR_BIN`, else a fresh `cargo build` of the debug binary.
 pub fn supervisor_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();

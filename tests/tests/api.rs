@@ -12,15 +12,7 @@ const T: Duration = Duration::from_secs(30);
 
 /// A stack with one env-injection service that reports whether it sees SECRET_X.
 fn stack() -> anyhow::Result<Stack> {
-    Stack::start(
-        r#"
-[services.agent]
-command = ["sh", "-c", "if [ -n \"$SECRET_X\" ]; then echo has-secret-x; else echo no-secret-x; fi; exec sleep infinity"]
-env_injection = true
-[services.plain]
-command = ["sleep", "infinity"]
-"#,
-    )
+    Stack::start(&fixture_text("api-agent.toml"))
 }
 
 fn with_token(s: &Stack) -> String {
@@ -31,10 +23,7 @@ fn with_token(s: &Stack) -> String {
 }
 
 fn post_env(s: &Stack, tok: &str, body: &str) -> Reply {
-    let f = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(f.path(), body).unwrap();
-    let data = format!("@{}", f.path().display());
-    curl(&["-X", "POST", "-H", &format!("Authorization: Bearer {tok}"), "-H", "Content-Type: application/json", "--data-binary", &data, &s.url("/_supervisor/env")])
+    s.api(tok, "POST", "/_supervisor/env", Some(body))
 }
 
 /// Vite's own `loadEnv` on a directory, through app-template's vite.
@@ -74,7 +63,7 @@ fn call(s: &Stack, method: &str, path: &str, auth: Option<&str>) -> Reply {
 }
 
 #[test]
-fn every_token_route_fails_closed() -> anyhow::Result<()> {
+fn without_a_token_file_or_with_an_empty_one_every_token_route_answers_401() -> anyhow::Result<()> {
     let s = stack()?;
     s.wait_ready(T)?;
     // No token file at all: even a "token" is refused.
@@ -89,6 +78,13 @@ fn every_token_route_fails_closed() -> anyhow::Result<()> {
         assert_eq!(call(&s, m, p, Some("Bearer ")).status, 401, "{m} {p} with an empty token file");
         assert_eq!(call(&s, m, p, None).status, 401);
     }
+    Ok(())
+}
+
+#[test]
+fn wrong_tokens_answer_401_and_the_token_answers_each_routes_own_code() -> anyhow::Result<()> {
+    let s = stack()?;
+    s.wait_ready(T)?;
     let tok = with_token(&s);
     let wrong = format!("{}x", &tok[..63]);
     let truncated = &tok[..32];
@@ -105,35 +101,77 @@ fn every_token_route_fails_closed() -> anyhow::Result<()> {
         assert_eq!(r.status, *want, "{m} {p} with the token: {}", r.text());
     }
     assert_eq!(call(&s, "GET", "/_supervisor/nonexistent", Some(&format!("bearer {tok}"))).status, 404, "scheme is case-insensitive");
-    // Open routes need nothing.
+    Ok(())
+}
+
+#[test]
+fn open_routes_need_no_token() -> anyhow::Result<()> {
+    let s = stack()?;
+    s.wait_ready(T)?;
     assert_eq!(call(&s, "GET", "/_supervisor/healthz", None).json(), json!({"status": "ok"}));
     assert_eq!(call(&s, "GET", "/_supervisor/readyz", None).json(), json!({"ready": true}));
+    Ok(())
+}
+
+#[test]
+fn rotation_replaces_the_token_at_once_and_never_prints_it() -> anyhow::Result<()> {
+    let s = stack()?;
+    let tok = with_token(&s);
     // `rotate` prints the file, never the token.
     let out = s.ctl(&["token", "rotate"]);
+    assert!(out.status.success());
     let tok_now = std::fs::read_to_string(s.runtime_dir.join("token"))?.trim().to_string();
+    assert_ne!(tok_now, tok);
     assert!(!String::from_utf8_lossy(&out.stdout).contains(&tok_now), "rotate never prints the token");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(&tok_now), "rotate never prints the token");
     // Rotation: the old token stops working at once (the file is re-read on change).
     let tok2 = with_token(&s);
-    assert_ne!(tok, tok2);
-    assert_eq!(call(&s, "GET", "/_supervisor/status", Some(&format!("Bearer {tok}"))).status, 401);
-    assert_eq!(call(&s, "GET", "/_supervisor/status", Some(&format!("Bearer {tok2}"))).status, 200);
+    assert_ne!(tok_now, tok2);
+    for old in [&tok, &tok_now] {
+        assert_eq!(s.api(old, "GET", "/_supervisor/status", None).status, 401);
+    }
+    assert_eq!(s.api(&tok2, "GET", "/_supervisor/status", None).status, 200);
     let mode = std::fs::metadata(s.runtime_dir.join("token"))?.permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    // The status over HTTP is the same document as ctl --json status.
-    s.wait_state("plain", "ready", T)?;
-    let http = s.api(&tok2, "GET", "/_supervisor/status", None);
+    Ok(())
+}
+
+#[test]
+fn status_over_http_is_the_same_document_as_ctl_status() -> anyhow::Result<()> {
+    let s = stack()?;
+    s.wait_ready(T)?;
+    let tok = with_token(&s);
+    let http = s.api(&tok, "GET", "/_supervisor/status", None);
     assert_eq!(http.status, 200);
     let sock = s.status()?;
     assert_eq!(without_moving_parts(http.json()), without_moving_parts(sock.clone()), "HTTP and socket status differ");
     assert!(sock["services"].as_array().is_some_and(|a| a.len() == 2), "{sock}");
-    // A service action answers 202 with the new state; 404 for an unknown name.
-    let r = call(&s, "POST", "/_supervisor/services/plain/restart", Some(&format!("Bearer {tok2}")));
+    Ok(())
+}
+
+#[test]
+fn service_actions_answer_202_with_the_new_state_and_404_for_an_unknown_name() -> anyhow::Result<()> {
+    let s = stack()?;
+    s.wait_ready(T)?;
+    let tok = with_token(&s);
+    let pid0 = s.service("plain")?["pid"].clone();
+    let r = s.api(&tok, "POST", "/_supervisor/services/plain/restart", None);
     assert_eq!(r.status, 202, "{}", r.text());
     assert_eq!(r.json()["name"], "plain");
     assert!(r.json()["state"].is_string());
-    let r = call(&s, "POST", "/_supervisor/services/ghost/stop", Some(&format!("Bearer {tok2}")));
+    s.wait_service("plain", T, "restarted", |v| v["state"] == "ready" && v["pid"] != pid0)?;
+    let r = s.api(&tok, "POST", "/_supervisor/services/plain/stop", None);
+    assert_eq!(r.status, 202, "{}", r.text());
+    s.wait_state("plain", "stopped", T)?;
+    let r = s.api(&tok, "POST", "/_supervisor/services/plain/start", None);
+    assert_eq!(r.status, 202, "{}", r.text());
+    s.wait_state("plain", "ready", T)?;
+    let r = s.api(&tok, "POST", "/_supervisor/services/ghost/stop", None);
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"]["code"], "unknown_service");
+    let r = s.api(&tok, "POST", "/_supervisor/services/plain/explode", None);
+    assert!(r.status == 400 || r.status == 404, "an unknown action is refused: {} {}", r.status, r.text());
+    assert!(r.json()["error"]["code"].is_string(), "{}", r.text());
     Ok(())
 }
 
@@ -208,7 +246,7 @@ fn injected_values_read_back_exactly_through_vites_load_env() -> anyhow::Result<
     let text = std::fs::read_to_string(&env_path)?;
     assert!(text.starts_with("# hand-written\nEXISTING=keep me # comment\n\nOTHER='x'\n"), "other lines kept:\n{text}");
     // GET lists names only.
-    let keys = curl(&["-H", &format!("Authorization: Bearer {tok}"), &s.url("/_supervisor/env")]);
+    let keys = s.api(&tok, "GET", "/_supervisor/env", None);
     let list: Vec<String> = keys.json()["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
     assert!(list.contains(&"TRICKY_0".to_string()) && list.contains(&"EXISTING".to_string()));
     assert!(!list.contains(&"INJECTED".to_string()));
