@@ -118,7 +118,8 @@ crash_loop = { max_restarts = 100, window = "60s" }
         assert!(gaps[i] >= *want, "gap {i} must be at least {want} ms: {gaps:?}");
         assert!(gaps[i] < want + 5_000, "gap {i} far beyond {want} ms: {gaps:?}");
     }
-    assert!(gaps[3] > gaps[0] + 500, "the delay grows: {gaps:?}");
+    // (gap 3 >= 800 ms is the growth: without it every gap would be ~100 ms plus the
+    // cost of forking, which a loaded machine makes a few hundred ms.)
     // Run 5 stays up 600 ms (> reset_after), so the backoff restarts from the bottom: the
     // next gap is the run plus a short delay, and the one after it is the second step
     // again, both far below where the unreset schedule would be (1600 and 3200 ms).
