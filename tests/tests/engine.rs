@@ -97,36 +97,36 @@ crash_loop = { max_restarts = 3, window = "60s", retry_after = "2s" }
 
 #[test]
 fn backoff_grows_and_resets_after_a_stable_run() -> anyhow::Result<()> {
-    // Each start appends a timestamp; the 5th run stays up 600 ms (past reset_after),
-    // every other run exits at once.
+    // Each start appends a timestamp; the 5th run stays up 3.5 s (past reset_after = 3 s),
+    // every other run exits at once (well under 3 s even on a loaded machine).
     let s = Stack::start(
         r#"
 [services.flappy]
-command = ["sh", "-c", "date +%s%N >> {DIR}/starts; n=$(wc -l < {DIR}/starts); if [ $n -eq 5 ]; then sleep 0.6; fi; exit 1"]
+command = ["sh", "-c", "date +%s%N >> {DIR}/starts; n=$(wc -l < {DIR}/starts); if [ $n -eq 5 ]; then sleep 3.5; fi; exit 1"]
 restart = "on-failure"
-backoff = { initial = "100ms", max = "10s", multiplier = 2.0, jitter = 0.0, reset_after = "500ms" }
+backoff = { initial = "200ms", max = "30s", multiplier = 2.0, jitter = 0.0, reset_after = "3s" }
 crash_loop = { max_restarts = 100, window = "60s" }
 "#,
     )?;
     let starts = s.path().join("starts");
-    s.wait_for("7 starts", T, |_| Ok(std::fs::read_to_string(&starts).map(|t| t.lines().count() >= 7).unwrap_or(false)))?;
+    s.wait_for("7 starts", Duration::from_secs(60), |_| Ok(std::fs::read_to_string(&starts).map(|t| t.lines().count() >= 7).unwrap_or(false)))?;
     let t: Vec<u64> = std::fs::read_to_string(&starts)?.lines().map(|l| l.trim().parse::<u64>().unwrap() / 1_000_000).collect();
     let gaps: Vec<u64> = t.windows(2).map(|w| w[1] - w[0]).collect();
-    // Delays 100, 200, 400, 800 ms: each gap is at least its delay (lower bounds; the
-    // exact schedule is the unit tests' job), and the sequence grows.
+    // Delays 200, 400, 800, 1600 ms (or, if the first restart is made quick (<= 100 ms),
+    // 100, 200, 400, 800): each gap is at least the smaller schedule's delay (lower
+    // bounds; the exact schedule is the unit tests' job). Gap 3 >= 800 ms is the growth:
+    // without it every gap would be ~200 ms plus the cost of forking.
     for (i, want) in [100u64, 200, 400, 800].iter().enumerate() {
         assert!(gaps[i] >= *want, "gap {i} must be at least {want} ms: {gaps:?}");
         assert!(gaps[i] < want + 5_000, "gap {i} far beyond {want} ms: {gaps:?}");
     }
-    // (gap 3 >= 800 ms is the growth: without it every gap would be ~100 ms plus the
-    // cost of forking, which a loaded machine makes a few hundred ms.)
-    // Run 5 stays up 600 ms (> reset_after), so the backoff restarts from the bottom: the
-    // next gap is the run plus a short delay, and the one after it is the second step
-    // again, both far below where the unreset schedule would be (1600 and 3200 ms).
-    assert!(gaps[4] >= 600, "the 600 ms run: {gaps:?}");
-    assert!(gaps[4] < 600 + 1_600, "after a stable run the backoff is reset: {gaps:?}");
+    // Run 5 stays up 3.5 s (> reset_after), so the backoff restarts from the bottom: the
+    // next gap is the run plus a short delay, and the one after it the second step again,
+    // both far below where the unreset schedule would be (3200 and 6400 ms).
+    assert!(gaps[4] >= 3_500, "the 3.5 s run: {gaps:?}");
+    assert!(gaps[4] < 3_500 + 3_200, "after a stable run the backoff is reset: {gaps:?}");
     assert!(gaps[5] >= 100, "backoff grows again from the start: {gaps:?}");
-    assert!(gaps[5] < 1_600, "backoff grows again from the start, not from 3200 ms: {gaps:?}");
+    assert!(gaps[5] < 3_200, "backoff grows again from the start, not from 6400 ms: {gaps:?}");
     Ok(())
 }
 
