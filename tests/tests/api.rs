@@ -245,6 +245,24 @@ fn injected_values_read_back_exactly_through_vites_load_env() -> anyhow::Result<
     assert!(loaded.get("INJECTED").is_none(), "a newline in a value must not create a key");
     let text = std::fs::read_to_string(&env_path)?;
     assert!(text.starts_with("# hand-written\nEXISTING=keep me # comment\n\nOTHER='x'\n"), "other lines kept:\n{text}");
+    let meta = std::fs::metadata(&env_path)?;
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    // No value ever reached the supervisor's output.
+    let log = std::fs::read_to_string(&s.log_path)?;
+    for (_, v) in values.iter().filter(|(_, v)| v.len() > 6) {
+        assert!(!log.contains(v.as_str()), "a value leaked into the log: {v:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn get_env_lists_names_only_and_one_post_replaces_and_unsets() -> anyhow::Result<()> {
+    let s = stack()?;
+    let tok = with_token(&s);
+    let env_path = s.app_dir.join(".env");
+    std::fs::write(&env_path, "# hand-written\nEXISTING=keep me # comment\n\nOTHER='x'\n")?;
+    let r = post_env(&s, &tok, &json!({"set": {"TRICKY_0": "plain", "TRICKY_11": "multi\nline\nvalue", "TRICKY_12": "quote ' and newline\nhere", "TRICKY_26": "\nINJECTED=1"}}).to_string());
+    assert_eq!(r.status, 200, "{}", r.text());
     // GET lists names only.
     let keys = s.api(&tok, "GET", "/_supervisor/env", None);
     let list: Vec<String> = keys.json()["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
@@ -260,14 +278,7 @@ fn injected_values_read_back_exactly_through_vites_load_env() -> anyhow::Result<
     assert_eq!(loaded["TRICKY_11"], "now one line");
     assert!(loaded.get("TRICKY_0").is_none() && loaded.get("OTHER").is_none());
     assert_eq!(loaded["TRICKY_12"], "quote ' and newline\nhere");
-    // The file: 0600 (its owner: the_env_file_belongs_to_the_app_dirs_unprivileged_owner).
-    let meta = std::fs::metadata(&env_path)?;
-    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-    // No value ever reached the supervisor's output.
-    let log = std::fs::read_to_string(&s.log_path)?;
-    for (_, v) in values.iter().filter(|(_, v)| v.len() > 6) {
-        assert!(!log.contains(v.as_str()), "a value leaked into the log: {v:?}");
-    }
+    assert_eq!(loaded["EXISTING"], "keep me");
     Ok(())
 }
 

@@ -557,9 +557,15 @@ fn request_headers_are_cleaned_and_forwarded() -> Result<()> {
         assert!(r.header(gone).is_none(), "upstream's {gone} relayed: {:?}", r.headers);
     }
     assert!(!r.header("connection").unwrap_or("").to_ascii_lowercase().contains("x-up-hop"), "{:?}", r.headers);
+    Ok(())
+}
 
-    // Second request on the same client connection (keep-alive): no X-Forwarded-For from
-    // the client → just the peer; the edge's X-Forwarded-Proto/-Host are kept.
+#[test]
+fn the_edges_forwarded_headers_are_kept_and_the_peer_is_added() -> Result<()> {
+    let (s, _dir) = echo_stack()?;
+    let mut c = Conn::open(&s.listen)?;
+    // No X-Forwarded-For from the client → just the peer; the edge's X-Forwarded-Proto
+    // and -Host are kept.
     c.send(&format!("GET /echo/2 HTTP/1.1\r\nHost: {PUBLIC_HOST}:443\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: edge.example\r\n\r\n"), b"")?;
     let r2 = c.response()?;
     let j2 = r2.json();
@@ -568,7 +574,12 @@ fn request_headers_are_cleaned_and_forwarded() -> Result<()> {
     assert_eq!(echoed(&j2, "x-forwarded-proto"), vec!["https"], "{j2}");
     assert_eq!(echoed(&j2, "x-forwarded-host"), vec!["edge.example"], "{j2}");
     assert_eq!(echoed(&j2, "host"), vec![format!("{PUBLIC_HOST}:443")], "{j2}");
+    Ok(())
+}
 
+#[test]
+fn an_upgrade_request_gets_the_same_header_hygiene() -> Result<()> {
+    let (s, _dir) = echo_stack()?;
     // An upgrade request (the path that splices WebSockets) gets the same hygiene, an
     // origin-form request line with the query intact, and its own Upgrade/Connection.
     let mut u = Conn::open(&s.listen)?;
