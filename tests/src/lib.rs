@@ -112,21 +112,18 @@ fn inherited_fd_of(path: &Path) -> bool {
 /// runner leaves nothing behind. Linux ties the signal to the spawning *thread*: spawn
 /// from the test's own thread (which outlives what it starts).
 pub fn die_with_runner(cmd: &mut Command) -> &mut Command {
-    // SAFETY: prctl is async-signal-safe; nothing is allocated between fork and exec.
+    let runner = nix::unistd::getpid();
+    // SAFETY: prctl and getppid are async-signal-safe; nothing is allocated between fork and exec.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from)?;
-            // The parent may have died between fork and prctl.
-            if libc_getppid() == 1 {
+            // The runner may have died between fork and prctl.
+            if nix::unistd::getppid() != runner {
                 return Err(std::io::Error::other("the test runner is gone"));
             }
             Ok(())
         })
     }
-}
-
-fn libc_getppid() -> i32 {
-    nix::unistd::getppid().as_raw()
 }
 
 /// Runs `cmd` (in its own process group, dying with the runner) with its output captured,
