@@ -8,6 +8,13 @@ use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(20);
 
+/// Tests that sweep take this, so one's sweep cannot kill what the other means to find.
+static SWEEPING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn sweeping() -> std::sync::MutexGuard<'static, ()> {
+    SWEEPING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn a_client_call_past_its_timeout_is_killed_and_fails() {
     let dir = tempfile::tempdir().unwrap();
@@ -56,6 +63,7 @@ fn helper_runner_that_gets_killed() -> anyhow::Result<()> {
 
 #[test]
 fn a_killed_runner_takes_its_supervisor_along_and_the_next_run_sweeps_the_rest() -> anyhow::Result<()> {
+    let _one = sweeping();
     let dir = tempfile::tempdir()?;
     let out = dir.path().join("pids");
     let _ = supervisor_bin(); // built before the helper needs it
@@ -81,6 +89,7 @@ fn a_killed_runner_takes_its_supervisor_along_and_the_next_run_sweeps_the_rest()
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(!pid_exists(sup) || is_zombie(sup), "the supervisor died with its runner (parent-death signal)");
+    assert!(pid_exists(svc) && !is_zombie(svc), "its service outlived it (orphaned), for the sweep to end");
     // Its service was orphaned (SIGKILL gave the supervisor no chance): the sweep ends it.
     let killed = sweep_stale_runs_now();
     assert!(killed.contains(&svc), "the sweep killed the orphaned service {svc}: {killed:?}");
@@ -94,6 +103,7 @@ fn a_killed_runner_takes_its_supervisor_along_and_the_next_run_sweeps_the_rest()
 
 #[test]
 fn the_sweep_spares_live_runs() -> anyhow::Result<()> {
+    let _one = sweeping();
     let s = Stack::start("[services.a]\ncommand = [\"sleep\", \"infinity\"]\n")?;
     s.wait_state("a", "ready", T)?;
     let mine = s.leftovers();
