@@ -162,7 +162,8 @@ fn chromium_dump_dom(url: &str) -> Result<String> {
     let dir = tempfile::Builder::new().prefix("proxy-chromium-").tempdir()?;
     let out_path = dir.path().join("dom.html");
     let err_path = dir.path().join("stderr.txt");
-    let child = Command::new("chromium")
+    let mut cmd = Command::new("chromium");
+    let child = die_with_runner(&mut cmd)
         .args([
             "--headless",
             "--no-sandbox",
