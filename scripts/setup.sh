@@ -17,6 +17,13 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# The unprivileged account the tests drop services to (as E2B's `user` in production),
+# with a home for Chromium's profile.
+if [ "$(id -u)" = 0 ] && ! id -u supervisor-test >/dev/null 2>&1; then
+  echo "setup: useradd supervisor-test"
+  useradd --create-home --shell /bin/sh supervisor-test
+fi
+
 # Vite 8 needs Node ^20.19 or >= 22.12 (Debian 13's nodejs; Debian 12's is 18).
 node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 22 || (a === 22 && b >= 12) || (a === 20 && b >= 19) ? 0 : 1)' ||
   { echo "setup: Node $(node --version) is too old: Vite 8 needs ^20.19 or >= 22.12 (Debian 13, or NodeSource on Debian 12)" >&2; exit 1; }

@@ -12,6 +12,9 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --workspace --locked --lib --bins --tests -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
+# The tests that need the release binary just built (ignored in a plain `cargo test`).
+cargo test -p e2e --locked --test cli the_release_binary_is_static -- --ignored 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
 set -e
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -2,6 +2,7 @@
 // browser_navigate to a URL, browser_snapshot. Prints one JSON line:
 //   {"tools":[...],"snapshot":"..."}
 // Usage: node mcp-client.mjs --url http://127.0.0.1:3001/mcp [--token T] --navigate URL
+// On failure: exit 1, stderr "HTTP status N" (when the server answered N) and the error.
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 
@@ -30,6 +31,9 @@ try {
   console.log(JSON.stringify({ tools: tools.map((t) => t.name), snapshot }));
   await client.close();
 } catch (e) {
+  // The SDK's StreamableHTTPError carries the HTTP status as `code`: print it, so a
+  // test can tell a refusal (401) from any other failure.
+  if (e && typeof e.code === "number") console.error(`HTTP status ${e.code}`);
   console.error(String(e && e.stack ? e.stack : e));
   process.exit(1);
 }

@@ -2,13 +2,25 @@
 //! children in a private temp dir, and guarantees that every process a test started —
 //! the supervisor and anything it spawned, wherever it moved — is killed afterwards,
 //! even when the test fails (each stack is tagged with a unique env var).
+//!
+//! Nothing the harness starts can hang a run or outlive it: every client call has a
+//! timeout (the child is killed at it), every child gets a parent-death signal, helper
+//! children live in [`ChildGuard`]s, and the first stack of a run sweeps the processes
+//! left tagged by an earlier run whose test runner is dead.
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
+use std::io::{Read, Seek};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
+
+/// How long a `ctl` call may take before the harness kills it and fails the test.
+pub const CTL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a Node client (`tests/js/*.mjs`) may take before it is killed.
+pub const NODE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Env var carrying the per-stack tag into every process of the stack.
 pub const TAG_VAR: &str = "SUPERVISOR_E2E_TAG";
@@ -16,6 +28,18 @@ pub const TAG_VAR: &str = "SUPERVISOR_E2E_TAG";
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+}
+
+/// A file of `tests/fixtures/` (configs, the echo upstream), as a path string.
+pub fn fixture(name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name);
+    assert!(p.exists(), "no fixture {}", p.display());
+    p.to_string_lossy().into_owned()
+}
+
+/// The text of a file of `tests/fixtures/` (e.g. a config for [`Stack::start`]).
+pub fn fixture_text(name: &str) -> String {
+    std::fs::read_to_string(fixture(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
 }
 
 /// The binary under test: `$SUPERVISOR_BIN`, else a fresh `cargo build` of the debug binary.
@@ -40,10 +64,240 @@ pub fn supervisor_bin() -> PathBuf {
     .clone()
 }
 
-/// Serializes tests that use the fixed ports (3000, 5173, 9222, 3001, 3002).
-pub fn fixed_ports_lock() -> MutexGuard<'static, ()> {
+/// The machine-wide lock file of the fixed ports: every agent and test binary on this
+/// machine that binds 3000, 5173, 9222, 3001 or 3002 takes an `flock` on it.
+pub const FIXED_PORTS_LOCK_FILE: &str = "/tmp/sup-fixed-ports.lock";
+
+/// Held while a test uses the fixed ports: the in-process mutex (tests of one binary) and
+/// an `flock` on [`FIXED_PORTS_LOCK_FILE`] (other test binaries and other agents).
+pub struct FixedPortsLock {
+    _flock: Option<nix::fcntl::Flock<std::fs::File>>,
+    _guard: MutexGuard<'static, ()>,
+}
+
+/// Serializes tests that use the fixed ports (3000, 5173, 9222, 3001, 3002), across
+/// threads and processes. When the run already executes under
+/// `flock /tmp/sup-fixed-ports.lock cargo test ...` (the lock fd is inherited), the
+/// ancestor holds the file lock for us and only the mutex is taken (a second flock on a
+/// new open file would wait for ourselves forever).
+pub fn fixed_ports_lock() -> FixedPortsLock {
     static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if inherited_fd_of(Path::new(FIXED_PORTS_LOCK_FILE)) {
+        return FixedPortsLock { _flock: None, _guard: guard };
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(FIXED_PORTS_LOCK_FILE)
+        .expect("open the fixed-ports lock file");
+    let file = match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(l) => return FixedPortsLock { _flock: Some(l), _guard: guard },
+        Err((f, _)) => f,
+    };
+    eprintln!("waiting for {FIXED_PORTS_LOCK_FILE} (another run uses the fixed ports)");
+    let l = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).expect("flock the fixed-ports lock");
+    FixedPortsLock { _flock: Some(l), _guard: guard }
+}
+
+/// Whether one of this process's open fds is `path` (e.g. inherited from `flock(1)`).
+fn inherited_fd_of(path: &Path) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return false };
+    dir.filter_map(|e| e.ok()).any(|e| std::fs::read_link(e.path()).is_ok_and(|t| t == path))
+}
+
+/// Makes `cmd`'s child die (SIGKILL) when the harness dies, so a killed or crashed test
+/// runner leaves nothing behind. Linux ties the signal to the spawning *thread*: spawn
+/// from the test's own thread (which outlives what it starts).
+pub fn die_with_runner(cmd: &mut Command) -> &mut Command {
+    let runner = nix::unistd::getpid();
+    // SAFETY: prctl and getppid are async-signal-safe; nothing is allocated between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from)?;
+            // The runner may have died between fork and prctl.
+            if nix::unistd::getppid() != runner {
+                return Err(std::io::Error::other("the test runner is gone"));
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Runs `cmd` (in its own process group, dying with the runner) with its output captured,
+/// killing the whole group at `limit`. Fails on the timeout, with what it printed.
+pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Result<Output> {
+    let mut out = tempfile::tempfile()?;
+    let mut err = tempfile::tempfile()?;
+    cmd.stdout(out.try_clone()?).stderr(err.try_clone()?);
+    cmd.process_group(0);
+    let mut child = die_with_runner(cmd).spawn().with_context(|| format!("spawn {:?}", cmd.get_program()))?;
+    let status = wait_child(&mut child, limit)?;
+    let read = |f: &mut std::fs::File| {
+        let mut v = vec![];
+        let _ = f.rewind();
+        let _ = f.read_to_end(&mut v);
+        v
+    };
+    match status {
+        Some(status) => Ok(Output { status, stdout: read(&mut out), stderr: read(&mut err) }),
+        None => {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL);
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "{:?} {:?} did not finish within {limit:?} (killed)\nstdout:\n{}\nstderr:\n{}",
+                cmd.get_program(),
+                cmd.get_args().collect::<Vec<_>>(),
+                String::from_utf8_lossy(&read(&mut out)),
+                String::from_utf8_lossy(&read(&mut err))
+            )
+        }
+    }
+}
+
+/// A helper child of a test (a follower, a slow client...): its process group is killed
+/// and the child reaped when the guard drops, however the test ends.
+pub struct ChildGuard {
+    child: Option<Child>,
+}
+
+impl ChildGuard {
+    /// Spawns `cmd` in its own process group, dying with the runner.
+    pub fn spawn(cmd: &mut Command) -> Result<ChildGuard> {
+        sweep_stale_runs();
+        cmd.process_group(0);
+        let child = die_with_runner(cmd).spawn().with_context(|| format!("spawn {:?}", cmd.get_program()))?;
+        Ok(ChildGuard { child: Some(child) })
+    }
+
+    /// The child (e.g. to take its stdout).
+    pub fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect("child")
+    }
+
+    /// Its pid.
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Waits up to `limit` for it to exit on its own (None: still running).
+    pub fn wait_timeout(&mut self, limit: Duration) -> Result<Option<std::process::ExitStatus>> {
+        Ok(wait_child(self.child(), limit)?)
+    }
+
+    /// Waits up to `limit` for it to exit and returns what it printed on its piped
+    /// stdout/stderr; at the timeout it is killed and this fails.
+    pub fn wait_output(mut self, limit: Duration) -> Result<Output> {
+        let child = self.child();
+        let mut so = child.stdout.take();
+        let mut se = child.stderr.take();
+        let ro = std::thread::spawn(move || {
+            let mut v = vec![];
+            if let Some(s) = so.as_mut() {
+                let _ = s.read_to_end(&mut v);
+            }
+            v
+        });
+        let re = std::thread::spawn(move || {
+            let mut v = vec![];
+            if let Some(s) = se.as_mut() {
+                let _ = s.read_to_end(&mut v);
+            }
+            v
+        });
+        let status = wait_child(self.child(), limit)?;
+        self.kill();
+        let (stdout, stderr) = (ro.join().unwrap_or_default(), re.join().unwrap_or_default());
+        match status {
+            Some(status) => Ok(Output { status, stdout, stderr }),
+            None => bail!("child did not exit within {limit:?} (killed)\nstderr:\n{}", String::from_utf8_lossy(&stderr)),
+        }
+    }
+
+    /// Kills its process group now and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGKILL);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The start time (field 22 of `/proc/PID/stat`) of `pid`, which tells a live runner
+/// from an unrelated process that got its pid later.
+fn start_time(pid: i32) -> Option<String> {
+    proc_stat_field(pid, 22)
+}
+
+/// This runner's part of every tag: `PID.STARTTIME`.
+fn runner_id() -> String {
+    let me = std::process::id() as i32;
+    format!("{me}.{}", start_time(me).unwrap_or_default())
+}
+
+/// Once per run: SIGKILLs every process carrying a stack tag of an earlier run whose
+/// test runner no longer exists (a runner that was killed, or crashed, before its
+/// `Drop`s ran), and deletes the network namespaces such runs left.
+pub fn sweep_stale_runs() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        sweep_stale_runs_now();
+    });
+}
+
+/// The sweep of [`sweep_stale_runs`], run now (whether or not it ran before); returns the
+/// pids it killed.
+pub fn sweep_stale_runs_now() -> Vec<i32> {
+    let mut killed = vec![];
+    {
+        let prefix = format!("{TAG_VAR}=");
+        for pid in all_pids() {
+            let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
+            let Some(tag) = env.split(|b| *b == 0).find_map(|v| v.strip_prefix(prefix.as_bytes())) else { continue };
+            let tag = String::from_utf8_lossy(tag);
+            if !runner_alive(&tag) {
+                eprintln!("harness: killing {pid}, left by the dead test run {tag}");
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                killed.push(pid);
+            }
+        }
+        if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let name = line.split_whitespace().next().unwrap_or("");
+                if let Some(rest) = name.strip_prefix(NETNS_PREFIX) {
+                    let runner: i32 = rest.split('-').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+                    if runner > 0 && !pid_exists(runner) {
+                        let _ = Command::new("ip").args(["netns", "del", name]).output();
+                    }
+                }
+            }
+        }
+    }
+    killed
+}
+
+/// Whether the runner named in `tag` (`PID.STARTTIME-...`, or the older `PID-...`) lives.
+fn runner_alive(tag: &str) -> bool {
+    let id = tag.split('-').next().unwrap_or("");
+    let (pid, start) = match id.split_once('.') {
+        Some((p, s)) => (p, Some(s)),
+        None => (id, None),
+    };
+    let Ok(pid) = pid.parse::<i32>() else { return true };
+    match start {
+        Some(s) => start_time(pid).as_deref() == Some(s),
+        None => pid_exists(pid),
+    }
 }
 
 /// A free TCP port on 127.0.0.1 (for test services that need one).
@@ -67,6 +321,8 @@ pub struct Stack {
     pub log_path: PathBuf,
     /// The public listener (`--listen`), e.g. `127.0.0.1:41234`.
     pub listen: String,
+    /// The read end of the unread output pipe ([`StackOptions::unread_output`]).
+    _unread: Option<std::os::fd::OwnedFd>,
 }
 
 /// Options of [`Stack::start_with`].
@@ -80,6 +336,12 @@ pub struct StackOptions {
     pub app_dir: Option<PathBuf>,
     /// Run the supervisor through this prefix (e.g. `ip netns exec NS`, which execs it).
     pub wrapper: Vec<String>,
+    /// Pass the config, runtime dir, app dir, listen address and service user as their
+    /// `SUPERVISOR_*` env vars instead of flags (tests of the env-var forms).
+    pub env_only: bool,
+    /// Send the supervisor's stdout and stderr into a pipe nobody reads (held open by the
+    /// stack) instead of the log file: the "never blocks on its own stdout" promise.
+    pub unread_output: bool,
 }
 
 impl Stack {
@@ -90,8 +352,9 @@ impl Stack {
 
     /// Like [`Stack::start`] with extra options.
     pub fn start_with(config: &str, opts: StackOptions) -> Result<Stack> {
+        sweep_stale_runs();
         let dir = tempfile::Builder::new().prefix("sup-e2e-").tempdir()?;
-        let tag = format!("{}-{}", std::process::id(), dir.path().file_name().unwrap().to_string_lossy());
+        let tag = format!("{}-{}", runner_id(), dir.path().file_name().unwrap().to_string_lossy());
         let runtime_dir = dir.path().join("run");
         let app_dir = opts.app_dir.clone().unwrap_or_else(|| dir.path().join("app"));
         std::fs::create_dir_all(&app_dir)?;
@@ -107,34 +370,55 @@ impl Stack {
             }
             None => Command::new(supervisor_bin()),
         };
-        cmd.arg("run")
-            .arg("--config")
-            .arg(&cfg)
-            .arg("--runtime-dir")
-            .arg(&runtime_dir)
-            .arg("--app-dir")
-            .arg(&app_dir)
-            .args(&opts.args)
-            .env(TAG_VAR, &tag)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-            .envs(opts.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
+        // Flags, or (env_only) the same settings as env vars.
+        let mut deferred: Vec<(&str, &str, std::ffi::OsString)> = vec![
+            ("--config", "SUPERVISOR_CONFIG", cfg.clone().into_os_string()),
+            ("--runtime-dir", "SUPERVISOR_RUNTIME_DIR", runtime_dir.clone().into_os_string()),
+            ("--app-dir", "SUPERVISOR_APP_DIR", app_dir.clone().into_os_string()),
+        ];
         let listen = match opts.args.iter().position(|a| a == "--listen") {
             Some(i) => opts.args.get(i + 1).cloned().unwrap_or_default(),
             None => {
                 let l = format!("127.0.0.1:{}", free_port());
-                cmd.arg("--listen").arg(&l);
+                deferred.push(("--listen", "SUPERVISOR_LISTEN", l.clone().into()));
                 l
             }
         };
-        if !opts.args.iter().any(|a| a == "--service-user") {
-            cmd.arg("--service-user").arg("");
+        if !opts.args.iter().any(|a| a == "--service-user") && !opts.env.iter().any(|(k, _)| k == "SUPERVISOR_SERVICE_USER") {
+            deferred.push(("--service-user", "SUPERVISOR_SERVICE_USER", "".into()));
         }
-        let child = cmd.spawn().context("spawn supervisor")?;
-        let stack = Stack { dir, child: Some(child), tag, runtime_dir, app_dir, log_path, listen };
+        cmd.arg("run");
+        for (flag, var, value) in &deferred {
+            if opts.env_only {
+                cmd.env(var, value);
+            } else {
+                cmd.arg(flag).arg(value);
+            }
+        }
+        let mut unread = None;
+        let (out, err): (Stdio, Stdio) = if opts.unread_output {
+            let (r, w) = nix::unistd::pipe()?;
+            unread = Some(r);
+            (w.try_clone()?.into(), w.into())
+        } else {
+            (log.try_clone()?.into(), log.into())
+        };
+        cmd.args(&opts.args)
+            .env(TAG_VAR, &tag)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .envs(opts.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        let in_other_netns = !opts.wrapper.is_empty();
+        let child = die_with_runner(&mut cmd).spawn().context("spawn supervisor")?;
+        let stack = Stack { dir, child: Some(child), tag, runtime_dir, app_dir, log_path, listen, _unread: unread };
         stack.wait_for("the control socket", Duration::from_secs(20), |s| Ok(s.runtime_dir.join("control.sock").exists()))?;
+        // The public listener binds after the control socket. Through a wrapper (a network
+        // namespace of its own) it is looked up in the supervisor's own /proc/PID/net.
+        stack.wait_for("the public listener", Duration::from_secs(20), |s| {
+            Ok(if in_other_netns { listening_in_netns_of(s.pid(), &s.listen) } else { accepts(&s.listen) })
+        })?;
         Ok(stack)
     }
 
@@ -153,15 +437,60 @@ impl Stack {
         self.child.as_ref().map(|c| c.id() as i32).unwrap_or(-1)
     }
 
-    /// Runs `supervisor ctl --runtime-dir … ARGS`.
+    /// Runs `supervisor ctl --runtime-dir … ARGS`; panics (failing the test) when it
+    /// takes longer than [`CTL_TIMEOUT`] (it is killed then).
     pub fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(supervisor_bin())
-            .arg("ctl")
-            .arg("--runtime-dir")
-            .arg(&self.runtime_dir)
-            .args(args)
-            .output()
-            .expect("run ctl")
+        self.ctl_timeout(args, CTL_TIMEOUT).unwrap_or_else(|e| panic!("ctl {args:?}: {e:#}\nlog:\n{}", self.log_tail(40)))
+    }
+
+    /// `ctl ARGS` killed at `limit`.
+    pub fn ctl_timeout(&self, args: &[&str], limit: Duration) -> Result<Output> {
+        run_with_timeout(Command::new(supervisor_bin()).arg("ctl").arg("--runtime-dir").arg(&self.runtime_dir).args(args).stdin(Stdio::null()), limit)
+    }
+
+    /// A helper child running `supervisor ctl --runtime-dir … ARGS` with piped stdout
+    /// (e.g. `logs NAME -f`), killed when the guard drops.
+    pub fn ctl_spawn(&self, args: &[&str]) -> Result<ChildGuard> {
+        ChildGuard::spawn(
+            Command::new(supervisor_bin())
+                .arg("ctl")
+                .arg("--runtime-dir")
+                .arg(&self.runtime_dir)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+    }
+
+    /// `supervisor ready --timeout SECS` against this stack (killed a little after its own timeout).
+    pub fn ready_cmd(&self, secs: u64) -> Result<Output> {
+        run_with_timeout(
+            Command::new(supervisor_bin()).args(["ready", "--timeout", &secs.to_string(), "--runtime-dir"]).arg(&self.runtime_dir),
+            Duration::from_secs(secs + 15),
+        )
+    }
+
+    /// A token-authenticated call of the control API over HTTP: `METHOD PATH` with
+    /// `Authorization: Bearer TOKEN` and, when `body` is given, that JSON body.
+    pub fn api(&self, token: &str, method: &str, path: &str, body: Option<&str>) -> Reply {
+        let auth = format!("Authorization: Bearer {token}");
+        let url = self.url(path);
+        match body {
+            None => curl(&["-X", method, "-H", &auth, &url]),
+            Some(b) => {
+                let f = tempfile::NamedTempFile::new().expect("temp body");
+                std::fs::write(f.path(), b).expect("write body");
+                let data = format!("@{}", f.path().display());
+                curl(&["-X", method, "-H", &auth, "-H", "Content-Type: application/json", "--data-binary", &data, &url])
+            }
+        }
+    }
+
+    /// Whether the supervisor process has exited (it is our child: a zombie until reaped).
+    pub fn exited(&self) -> bool {
+        let pid = self.pid();
+        pid > 0 && (is_zombie(pid) || !pid_exists(pid))
     }
 
     /// `ctl logs NAME --tail N`: the service's last `tail` lines.
@@ -199,6 +528,9 @@ impl Stack {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}
                 Err(e) => last_err = format!("{e:#}"),
+            }
+            if self.exited() {
+                bail!("the supervisor exited while waiting for {what} ({last_err})\nlog:\n{}", self.log_tail(60));
             }
             if start.elapsed() > limit {
                 bail!(
@@ -376,22 +708,12 @@ pub fn curl(args: &[&str]) -> Reply {
     let dir = tempfile::tempdir().expect("tempdir");
     let hdr = dir.path().join("h");
     let body = dir.path().join("b");
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "20", "-D"])
-        .arg(&hdr)
-        .arg("-o")
-        .arg(&body)
-        .args(["-w", "%{http_code}"])
-        .args(args)
-        .output()
-        .expect("run curl");
-    let status = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
-    let headers = std::fs::read_to_string(&hdr)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())))
-        .collect();
-    Reply { status, headers, body: std::fs::read(&body).unwrap_or_default() }
+    let out = run_with_timeout(
+        Command::new("curl").args(["-s", "--max-time", "20", "-D"]).arg(&hdr).arg("-o").arg(&body).args(["-w", "%{http_code}"]).args(args).stdin(Stdio::null()),
+        Duration::from_secs(90),
+    )
+    .expect("run curl");
+    reply_from(&out, &hdr, &body)
 }
 
 /// A private copy of `app-template/` at `<dir>/app`, so tests can edit `src/` freely:
@@ -437,15 +759,271 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Runs `node tests/js/SCRIPT args...` and returns its one JSON line (fails with stderr).
+/// Runs `node tests/js/SCRIPT args...` and returns its one JSON line (fails with stderr);
+/// killed (and failing) after [`NODE_TIMEOUT`].
 pub fn node_client(script: &str, args: &[&str]) -> Result<Value> {
+    node_client_timeout(script, args, NODE_TIMEOUT)
+}
+
+/// `node tests/js/SCRIPT args...` as it ended (exit status, stdout, stderr), killed at
+/// `limit`: for checks of *how* a client fails (e.g. its stderr names HTTP 401).
+pub fn node_run(script: &str, args: &[&str], limit: Duration) -> Result<Output> {
     let js = repo_root().join("tests/js");
     anyhow::ensure!(js.join("node_modules").exists(), "tests/js/node_modules is missing: run scripts/setup.sh");
-    let out = Command::new("node").arg(js.join(script)).args(args).output()?;
+    run_with_timeout(Command::new("node").arg(js.join(script)).args(args).stdin(Stdio::null()), limit)
+}
+
+/// [`node_run`] through a wrapper (e.g. [`NetNs::exec`], to reach a namespace's ports).
+pub fn node_run_in(wrapper: &[String], script: &str, args: &[&str], limit: Duration) -> Result<Output> {
+    let js = repo_root().join("tests/js");
+    anyhow::ensure!(js.join("node_modules").exists(), "tests/js/node_modules is missing: run scripts/setup.sh");
+    let Some((first, rest)) = wrapper.split_first() else { return node_run(script, args, limit) };
+    run_with_timeout(Command::new(first).args(rest).arg("node").arg(js.join(script)).args(args).stdin(Stdio::null()), limit)
+}
+
+/// [`node_client`] through a wrapper: its one JSON line.
+pub fn node_client_in(wrapper: &[String], script: &str, args: &[&str]) -> Result<Value> {
+    json_line_of(script, node_run_in(wrapper, script, args, NODE_TIMEOUT)?)
+}
+
+/// [`node_client`] with its own timeout.
+pub fn node_client_timeout(script: &str, args: &[&str], limit: Duration) -> Result<Value> {
+    json_line_of(script, node_run(script, args, limit)?)
+}
+
+fn json_line_of(script: &str, out: Output) -> Result<Value> {
     if !out.status.success() {
         bail!("{script} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().rev().find(|l| l.starts_with('{')).with_context(|| format!("{script} printed no JSON: {text}"))?;
     Ok(serde_json::from_str(line)?)
+}
+
+/// Whether a TCP connection to `addr` is accepted now (`0.0.0.0`/`[::]` mean loopback).
+pub fn accepts(addr: &str) -> bool {
+    let addr = addr.replace("0.0.0.0:", "127.0.0.1:").replace("[::]:", "[::1]:");
+    let Ok(mut addrs) = std::net::ToSocketAddrs::to_socket_addrs(&addr) else { return false };
+    addrs.next().is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
+}
+
+/// Whether a TCP socket listens on `listen`'s port in the network namespace of `pid`
+/// (read from `/proc/PID/net/tcp{,6}`, so it works for a namespace the test cannot reach).
+pub fn listening_in_netns_of(pid: i32, listen: &str) -> bool {
+    let Some(port) = listen.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()) else { return false };
+    let want = format!(":{port:04X}");
+    ["tcp", "tcp6"].iter().any(|f| {
+        std::fs::read_to_string(format!("/proc/{pid}/net/{f}")).is_ok_and(|t| {
+            t.lines().skip(1).any(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                cols.len() > 3 && cols[1].ends_with(&want) && cols[3] == "0A"
+            })
+        })
+    })
+}
+
+/// Prefix of the network namespaces the harness creates: `sup-e2e-<runner pid>-<n>`
+/// (the sweep deletes those of dead runners).
+pub const NETNS_PREFIX: &str = "sup-e2e-";
+
+/// A network namespace of the test's own, with loopback up and, when asked, a veth pair
+/// to the host (`10.<a>.<b>.1` host side, `.2` inside). Uniquely named from the runner's
+/// pid and a counter; deleted (with its veth) on drop. Needs root.
+pub struct NetNs {
+    /// `ip netns` name.
+    pub name: String,
+    /// Host end of the veth pair, when there is one.
+    pub host_if: Option<String>,
+    /// The namespace's address as seen from the host (with a veth).
+    pub ns_ip: Option<String>,
+}
+
+impl NetNs {
+    /// A namespace with only loopback (its own ports: no fixed-ports lock needed).
+    pub fn create() -> Result<NetNs> {
+        Self::create_inner(false)
+    }
+
+    /// A namespace joined to the host by a veth pair.
+    pub fn create_with_veth() -> Result<NetNs> {
+        Self::create_inner(true)
+    }
+
+    fn create_inner(veth: bool) -> Result<NetNs> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        anyhow::ensure!(nix::unistd::geteuid().is_root(), "network namespaces need root");
+        sweep_stale_runs();
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let name = format!("{NETNS_PREFIX}{pid}-{n}");
+        let sh = |args: &[&str]| -> Result<()> {
+            let out = run_with_timeout(Command::new(args[0]).args(&args[1..]), Duration::from_secs(20))?;
+            anyhow::ensure!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            Ok(())
+        };
+        sh(&["ip", "netns", "add", &name])?;
+        let mut ns = NetNs { name: name.clone(), host_if: None, ns_ip: None };
+        sh(&["ip", "netns", "exec", &name, "ip", "link", "set", "lo", "up"])?;
+        if veth {
+            // Interface names are at most 15 bytes; the addresses come from a hash of the name.
+            let h = (pid.wrapping_mul(2654435761) ^ n.wrapping_mul(40503)) % 16000;
+            let (a, b) = (64 + h / 250, h % 250 + 1);
+            let (host_if, ns_if) = (format!("se{:x}h", h + (n << 14)), format!("se{:x}n", h + (n << 14)));
+            let (host_ip, ns_ip) = (format!("10.{a}.{b}.1"), format!("10.{a}.{b}.2"));
+            sh(&["ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if])?;
+            ns.host_if = Some(host_if.clone());
+            sh(&["ip", "link", "set", &ns_if, "netns", &name])?;
+            sh(&["ip", "addr", "add", &format!("{host_ip}/30"), "dev", &host_if])?;
+            sh(&["ip", "link", "set", &host_if, "up"])?;
+            sh(&["ip", "netns", "exec", &name, "ip", "addr", "add", &format!("{ns_ip}/30"), "dev", &ns_if])?;
+            sh(&["ip", "netns", "exec", &name, "ip", "link", "set", &ns_if, "up"])?;
+            ns.ns_ip = Some(ns_ip);
+        }
+        Ok(ns)
+    }
+
+    /// The wrapper that runs a command inside: `ip netns exec NAME`.
+    pub fn exec(&self) -> Vec<String> {
+        vec!["ip".into(), "netns".into(), "exec".into(), self.name.clone()]
+    }
+
+    /// Runs `args` inside the namespace (killed at `limit`).
+    pub fn run(&self, args: &[&str], limit: Duration) -> Result<Output> {
+        run_with_timeout(Command::new("ip").args(["netns", "exec", &self.name]).args(args), limit)
+    }
+
+    /// `curl` from inside the namespace (e.g. to its own 127.0.0.1:3000).
+    pub fn curl(&self, args: &[&str]) -> Reply {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (hdr, body) = (dir.path().join("h"), dir.path().join("b"));
+        let (h, b) = (hdr.to_string_lossy().into_owned(), body.to_string_lossy().into_owned());
+        let mut argv = vec!["curl", "-s", "--max-time", "20", "-D", &h, "-o", &b, "-w", "%{http_code}"];
+        argv.extend_from_slice(args);
+        let out = self.run(&argv, Duration::from_secs(90)).expect("curl in the namespace");
+        reply_from(&out, &hdr, &body)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        if let Some(h) = &self.host_if {
+            let _ = Command::new("ip").args(["link", "del", h]).output();
+        }
+    }
+}
+
+fn reply_from(out: &Output, hdr: &Path, body: &Path) -> Reply {
+    let status = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+    let headers = std::fs::read_to_string(hdr)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())))
+        .collect();
+    Reply { status, headers, body: std::fs::read(body).unwrap_or_default() }
+}
+
+/// The unprivileged account the suite drops services to (created by `scripts/setup.sh`).
+pub const TEST_USER: &str = "supervisor-test";
+
+/// `(uid, gid)` of [`TEST_USER`]; fails with a hint when setup has not created it.
+pub fn test_user() -> Result<(u32, u32)> {
+    let u = nix::unistd::User::from_name(TEST_USER)?.with_context(|| format!("user {TEST_USER} is missing: run scripts/setup.sh"))?;
+    Ok((u.uid.as_raw(), u.gid.as_raw()))
+}
+
+/// Hands `path` and everything under it to `uid:gid` (symlinks themselves, not their targets).
+pub fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<()> {
+    let out = Command::new("chown").args(["-R", "-h", &format!("{uid}:{gid}")]).arg(path).output()?;
+    anyhow::ensure!(out.status.success(), "chown {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+/// The real uid of `pid` (from `/proc/PID/status`).
+pub fn proc_uid(pid: i32) -> Option<u32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
+}
+
+/// One server-sent event.
+#[derive(Debug, Clone, Default)]
+pub struct SseEvent {
+    /// `event:` (empty when the server sent none).
+    pub event: String,
+    /// `id:`, when sent.
+    pub id: Option<String>,
+    /// The `data:` lines joined with newlines.
+    pub data: String,
+}
+
+/// A streaming SSE reader (`curl -N` in a [`ChildGuard`]), for `/events` and `logs?follow=1`.
+pub struct SseClient {
+    _curl: ChildGuard,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl SseClient {
+    /// GETs `url` with `Authorization: Bearer TOKEN` and starts reading events.
+    pub fn open(url: &str, token: &str) -> Result<SseClient> {
+        Self::open_with(url, &[&format!("Authorization: Bearer {token}")])
+    }
+
+    /// GETs `url` with these request headers.
+    pub fn open_with(url: &str, headers: &[&str]) -> Result<SseClient> {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sN", "--max-time", "300"]);
+        for h in headers {
+            cmd.args(["-H", h]);
+        }
+        cmd.arg(url).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+        let mut curl = ChildGuard::spawn(&mut cmd)?;
+        let out = curl.child().stdout.take().context("curl stdout")?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(SseClient { _curl: curl, lines })
+    }
+
+    /// The next event within `limit` (None: the time passed or the stream ended).
+    pub fn next(&mut self, limit: Duration) -> Result<Option<SseEvent>> {
+        let until = Instant::now() + limit;
+        let mut e = SseEvent::default();
+        let mut any = false;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let line = match self.lines.recv_timeout(left) {
+                Ok(l) => l,
+                Err(_) => return Ok(None),
+            };
+            if line.is_empty() {
+                if any {
+                    return Ok(Some(e));
+                }
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = line.split_once(':').map(|(f, v)| (f, v.strip_prefix(' ').unwrap_or(v))).unwrap_or((&line, ""));
+            any = true;
+            match field {
+                "event" => e.event = value.to_string(),
+                "id" => e.id = Some(value.to_string()),
+                "data" => {
+                    if !e.data.is_empty() {
+                        e.data.push('\n');
+                    }
+                    e.data.push_str(value);
+                }
+                _ => {}
+            }
+        }
+    }
 }

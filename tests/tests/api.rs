@@ -1,6 +1,7 @@
 //! The control API on the public listener: token auth (fail closed), env injection with
 //! every rule of SPEC §5 (validated against Vite's own `loadEnv`), and `ctl env|token`.
 
+use anyhow::Context;
 use e2e::*;
 use serde_json::{json, Value};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -11,15 +12,7 @@ const T: Duration = Duration::from_secs(30);
 
 /// A stack with one env-injection service that reports whether it sees SECRET_X.
 fn stack() -> anyhow::Result<Stack> {
-    Stack::start(
-        r#"
-[services.agent]
-command = ["sh", "-c", "if [ -n \"$SECRET_X\" ]; then echo has-secret-x; else echo no-secret-x; fi; exec sleep infinity"]
-env_injection = true
-[services.plain]
-command = ["sleep", "infinity"]
-"#,
-    )
+    Stack::start(&fixture_text("api-agent.toml"))
 }
 
 fn with_token(s: &Stack) -> String {
@@ -30,10 +23,7 @@ fn with_token(s: &Stack) -> String {
 }
 
 fn post_env(s: &Stack, tok: &str, body: &str) -> Reply {
-    let f = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(f.path(), body).unwrap();
-    let data = format!("@{}", f.path().display());
-    curl(&["-X", "POST", "-H", &format!("Authorization: Bearer {tok}"), "-H", "Content-Type: application/json", "--data-binary", &data, &s.url("/_supervisor/env")])
+    s.api(tok, "POST", "/_supervisor/env", Some(body))
 }
 
 /// Vite's own `loadEnv` on a directory, through app-template's vite.
@@ -46,14 +36,15 @@ fn vite_load_env(dir: &std::path::Path) -> Value {
     serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap()).expect("json from loadEnv")
 }
 
-const TOKEN_ROUTES: &[(&str, &str)] = &[
-    ("GET", "/_supervisor/status"),
-    ("GET", "/_supervisor/events"),
-    ("GET", "/_supervisor/logs/agent?tail=5"),
-    ("POST", "/_supervisor/services/plain/restart"),
-    ("GET", "/_supervisor/env"),
-    ("POST", "/_supervisor/env"),
-    ("GET", "/_supervisor/nonexistent"),
+/// Every token route, with the status it answers when the token is right.
+const TOKEN_ROUTES: &[(&str, &str, u16)] = &[
+    ("GET", "/_supervisor/status", 200),
+    ("GET", "/_supervisor/events", 200),
+    ("GET", "/_supervisor/logs/agent?tail=5", 200),
+    ("POST", "/_supervisor/services/plain/restart", 202),
+    ("GET", "/_supervisor/env", 200),
+    ("POST", "/_supervisor/env", 200),
+    ("GET", "/_supervisor/nonexistent", 404),
 ];
 
 fn call(s: &Stack, method: &str, path: &str, auth: Option<&str>) -> Reply {
@@ -72,64 +63,133 @@ fn call(s: &Stack, method: &str, path: &str, auth: Option<&str>) -> Reply {
 }
 
 #[test]
-fn every_token_route_fails_closed() -> anyhow::Result<()> {
+fn without_a_token_file_or_with_an_empty_one_every_token_route_answers_401() -> anyhow::Result<()> {
     let s = stack()?;
     s.wait_ready(T)?;
     // No token file at all: even a "token" is refused.
-    for (m, p) in TOKEN_ROUTES {
+    for (m, p, _) in TOKEN_ROUTES {
         let r = call(&s, m, p, Some("Bearer anything"));
         assert_eq!(r.status, 401, "{m} {p} without a token file: {}", r.text());
         assert_eq!(r.json()["error"]["code"], "unauthorized");
     }
     // An empty token file: an empty bearer is refused too.
     std::fs::write(s.runtime_dir.join("token"), "\n")?;
-    for (m, p) in TOKEN_ROUTES {
+    for (m, p, _) in TOKEN_ROUTES {
         assert_eq!(call(&s, m, p, Some("Bearer ")).status, 401, "{m} {p} with an empty token file");
         assert_eq!(call(&s, m, p, None).status, 401);
     }
+    Ok(())
+}
+
+#[test]
+fn wrong_tokens_answer_401_and_the_token_answers_each_routes_own_code() -> anyhow::Result<()> {
+    let s = stack()?;
+    s.wait_ready(T)?;
     let tok = with_token(&s);
     let wrong = format!("{}x", &tok[..63]);
     let truncated = &tok[..32];
-    for (m, p) in TOKEN_ROUTES {
+    for (m, p, want) in TOKEN_ROUTES {
         for bad in [None, Some("Bearer nope".to_string()), Some(format!("Bearer {wrong}")), Some(format!("Bearer {truncated}")), Some(format!("Basic {tok}"))] {
             let r = call(&s, m, p, bad.as_deref());
             assert_eq!(r.status, 401, "{m} {p} with {bad:?}");
+            assert_eq!(r.json()["error"]["code"], "unauthorized", "{m} {p} with {bad:?}: {}", r.text());
         }
         // ?token= counts only on WebSocket upgrades.
         let sep = if p.contains('?') { '&' } else { '?' };
         assert_eq!(call(&s, m, &format!("{p}{sep}token={tok}"), None).status, 401, "{m} {p} with ?token= and no upgrade");
         let r = call(&s, m, p, Some(&format!("Bearer {tok}")));
-        assert_ne!(r.status, 401, "{m} {p} with the token: {}", r.text());
+        assert_eq!(r.status, *want, "{m} {p} with the token: {}", r.text());
     }
     assert_eq!(call(&s, "GET", "/_supervisor/nonexistent", Some(&format!("bearer {tok}"))).status, 404, "scheme is case-insensitive");
-    // Open routes need nothing.
+    Ok(())
+}
+
+#[test]
+fn open_routes_need_no_token() -> anyhow::Result<()> {
+    let s = stack()?;
+    s.wait_ready(T)?;
     assert_eq!(call(&s, "GET", "/_supervisor/healthz", None).json(), json!({"status": "ok"}));
     assert_eq!(call(&s, "GET", "/_supervisor/readyz", None).json(), json!({"ready": true}));
+    Ok(())
+}
+
+#[test]
+fn rotation_replaces_the_token_at_once_and_never_prints_it() -> anyhow::Result<()> {
+    let s = stack()?;
+    let tok = with_token(&s);
     // `rotate` prints the file, never the token.
     let out = s.ctl(&["token", "rotate"]);
+    assert!(out.status.success());
     let tok_now = std::fs::read_to_string(s.runtime_dir.join("token"))?.trim().to_string();
+    assert_ne!(tok_now, tok);
     assert!(!String::from_utf8_lossy(&out.stdout).contains(&tok_now), "rotate never prints the token");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(&tok_now), "rotate never prints the token");
     // Rotation: the old token stops working at once (the file is re-read on change).
     let tok2 = with_token(&s);
-    assert_ne!(tok, tok2);
-    assert_eq!(call(&s, "GET", "/_supervisor/status", Some(&format!("Bearer {tok}"))).status, 401);
-    assert_eq!(call(&s, "GET", "/_supervisor/status", Some(&format!("Bearer {tok2}"))).status, 200);
+    assert_ne!(tok_now, tok2);
+    for old in [&tok, &tok_now] {
+        assert_eq!(s.api(old, "GET", "/_supervisor/status", None).status, 401);
+    }
+    assert_eq!(s.api(&tok2, "GET", "/_supervisor/status", None).status, 200);
     let mode = std::fs::metadata(s.runtime_dir.join("token"))?.permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    // The status over HTTP is the same document as ctl --json status.
-    let http = call(&s, "GET", "/_supervisor/status", Some(&format!("Bearer {tok2}"))).json();
+    Ok(())
+}
+
+#[test]
+fn status_over_http_is_the_same_document_as_ctl_status() -> anyhow::Result<()> {
+    let s = stack()?;
+    s.wait_ready(T)?;
+    let tok = with_token(&s);
+    let http = s.api(&tok, "GET", "/_supervisor/status", None);
+    assert_eq!(http.status, 200);
     let sock = s.status()?;
-    assert_eq!(http["services"].as_array().unwrap().len(), sock["services"].as_array().unwrap().len());
-    assert_eq!(http["services"][0]["pid"], sock["services"][0]["pid"]);
-    // A service action answers 202 with the new state; 404 for an unknown name.
-    let r = call(&s, "POST", "/_supervisor/services/plain/restart", Some(&format!("Bearer {tok2}")));
+    assert_eq!(without_moving_parts(http.json()), without_moving_parts(sock.clone()), "HTTP and socket status differ");
+    assert!(sock["services"].as_array().is_some_and(|a| a.len() == 2), "{sock}");
+    Ok(())
+}
+
+#[test]
+fn service_actions_answer_202_with_the_new_state_and_404_for_an_unknown_name() -> anyhow::Result<()> {
+    let s = stack()?;
+    s.wait_ready(T)?;
+    let tok = with_token(&s);
+    let pid0 = s.service("plain")?["pid"].clone();
+    let r = s.api(&tok, "POST", "/_supervisor/services/plain/restart", None);
     assert_eq!(r.status, 202, "{}", r.text());
     assert_eq!(r.json()["name"], "plain");
     assert!(r.json()["state"].is_string());
-    let r = call(&s, "POST", "/_supervisor/services/ghost/stop", Some(&format!("Bearer {tok2}")));
+    s.wait_service("plain", T, "restarted", |v| v["state"] == "ready" && v["pid"] != pid0)?;
+    let r = s.api(&tok, "POST", "/_supervisor/services/plain/stop", None);
+    assert_eq!(r.status, 202, "{}", r.text());
+    s.wait_state("plain", "stopped", T)?;
+    let r = s.api(&tok, "POST", "/_supervisor/services/plain/start", None);
+    assert_eq!(r.status, 202, "{}", r.text());
+    s.wait_state("plain", "ready", T)?;
+    let r = s.api(&tok, "POST", "/_supervisor/services/ghost/stop", None);
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"]["code"], "unknown_service");
+    let r = s.api(&tok, "POST", "/_supervisor/services/plain/explode", None);
+    assert!(r.status == 400 || r.status == 404, "an unknown action is refused: {} {}", r.status, r.text());
+    assert!(r.json()["error"]["code"].is_string(), "{}", r.text());
     Ok(())
+}
+
+/// A status document without the figures that change between two reads (uptime, CPU,
+/// memory, load, disk), so two reads of the same state compare equal.
+fn without_moving_parts(mut v: Value) -> Value {
+    v.as_object_mut().map(|o| o.remove("uptime_ms"));
+    for k in ["mem_available", "disk_free", "load1"] {
+        v["system"].as_object_mut().map(|o| o.remove(k));
+    }
+    if let Some(services) = v["services"].as_array_mut() {
+        for s in services {
+            for k in ["rss_bytes", "cpu_percent"] {
+                s.as_object_mut().map(|o| o.remove(k));
+            }
+        }
+    }
+    v
 }
 
 /// Values that are hard to write so that Vite reads them back exactly.
@@ -185,8 +245,26 @@ fn injected_values_read_back_exactly_through_vites_load_env() -> anyhow::Result<
     assert!(loaded.get("INJECTED").is_none(), "a newline in a value must not create a key");
     let text = std::fs::read_to_string(&env_path)?;
     assert!(text.starts_with("# hand-written\nEXISTING=keep me # comment\n\nOTHER='x'\n"), "other lines kept:\n{text}");
+    let meta = std::fs::metadata(&env_path)?;
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    // No value ever reached the supervisor's output.
+    let log = std::fs::read_to_string(&s.log_path)?;
+    for (_, v) in values.iter().filter(|(_, v)| v.len() > 6) {
+        assert!(!log.contains(v.as_str()), "a value leaked into the log: {v:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn get_env_lists_names_only_and_one_post_replaces_and_unsets() -> anyhow::Result<()> {
+    let s = stack()?;
+    let tok = with_token(&s);
+    let env_path = s.app_dir.join(".env");
+    std::fs::write(&env_path, "# hand-written\nEXISTING=keep me # comment\n\nOTHER='x'\n")?;
+    let r = post_env(&s, &tok, &json!({"set": {"TRICKY_0": "plain", "TRICKY_11": "multi\nline\nvalue", "TRICKY_12": "quote ' and newline\nhere", "TRICKY_26": "\nINJECTED=1"}}).to_string());
+    assert_eq!(r.status, 200, "{}", r.text());
     // GET lists names only.
-    let keys = curl(&["-H", &format!("Authorization: Bearer {tok}"), &s.url("/_supervisor/env")]);
+    let keys = s.api(&tok, "GET", "/_supervisor/env", None);
     let list: Vec<String> = keys.json()["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
     assert!(list.contains(&"TRICKY_0".to_string()) && list.contains(&"EXISTING".to_string()));
     assert!(!list.contains(&"INJECTED".to_string()));
@@ -200,15 +278,7 @@ fn injected_values_read_back_exactly_through_vites_load_env() -> anyhow::Result<
     assert_eq!(loaded["TRICKY_11"], "now one line");
     assert!(loaded.get("TRICKY_0").is_none() && loaded.get("OTHER").is_none());
     assert_eq!(loaded["TRICKY_12"], "quote ' and newline\nhere");
-    // The file: 0600, owned by the app dir's owner.
-    let meta = std::fs::metadata(&env_path)?;
-    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-    assert_eq!(meta.uid(), std::fs::metadata(&s.app_dir)?.uid());
-    // No value ever reached the supervisor's output.
-    let log = std::fs::read_to_string(&s.log_path)?;
-    for (_, v) in values.iter().filter(|(_, v)| v.len() > 6) {
-        assert!(!log.contains(v.as_str()), "a value leaked into the log: {v:?}");
-    }
+    assert_eq!(loaded["EXISTING"], "keep me");
     Ok(())
 }
 
@@ -314,5 +384,140 @@ fn injection_restarts_env_injection_services_which_see_the_variable() -> anyhow:
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid key"));
     assert_eq!(vite_load_env(&s.app_dir)["FROM_CTL"], "one two");
+    Ok(())
+}
+
+#[test]
+fn the_env_file_belongs_to_the_app_dirs_unprivileged_owner() -> anyhow::Result<()> {
+    // The app dir belongs to a real unprivileged user, so the supervisor (root) must chown.
+    anyhow::ensure!(nix::unistd::geteuid().is_root(), "this test needs root (the supervisor chowns the file)");
+    let (uid, gid) = test_user()?;
+    let app = tempfile::Builder::new().prefix("sup-app-owner-").tempdir()?;
+    std::fs::set_permissions(app.path(), std::fs::Permissions::from_mode(0o755))?;
+    chown_tree(app.path(), uid, gid)?;
+    let s = Stack::start_with("[services.plain]\ncommand = [\"sleep\", \"infinity\"]\n", StackOptions { app_dir: Some(app.path().to_path_buf()), ..Default::default() })?;
+    let tok = with_token(&s);
+    for body in [r#"{"set":{"FIRST":"1"}}"#, r#"{"set":{"SECOND":"2"}}"#] {
+        // The second write replaces a file that already exists (a new temp file, renamed).
+        let r = post_env(&s, &tok, body);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let meta = std::fs::metadata(app.path().join(".env"))?;
+        assert_eq!((meta.uid(), meta.gid()), (uid, gid), "the .env file belongs to the app's user, not root");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(app.path())?.filter_map(|e| e.ok()).map(|e| e.file_name()).filter(|n| n != ".env").collect();
+    assert!(leftovers.is_empty(), "no temp file left in the app dir: {leftovers:?}");
+    Ok(())
+}
+
+#[test]
+fn readyz_answers_503_with_a_json_body_until_every_required_service_is_ready() -> anyhow::Result<()> {
+    let s = Stack::start(
+        r#"
+[services.gated]
+command = ["sleep", "infinity"]
+readiness = { file = "{DIR}/go", period = "100ms" }
+[services.optional]
+command = ["sh", "-c", "exit 1"]
+restart = "never"
+required = false
+"#,
+    )?;
+    s.wait_state("gated", "running", T)?;
+    let r = curl(&[&s.url("/_supervisor/readyz")]);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.header("content-type").is_some_and(|c| c.starts_with("application/json")), "{:?}", r.headers);
+    assert_eq!(r.json(), json!({"ready": false}));
+    std::fs::write(s.path().join("go"), "")?;
+    s.wait_state("gated", "ready", T)?;
+    let r = curl(&[&s.url("/_supervisor/readyz")]);
+    assert_eq!((r.status, r.json()), (200, json!({"ready": true})), "an optional failed service does not count");
+    Ok(())
+}
+
+#[test]
+fn logs_answer_the_last_lines_as_json_and_follow_streams_them() -> anyhow::Result<()> {
+    let s = Stack::start(
+        r#"
+[services.talker]
+command = ["sh", "-c", "for i in 1 2 3 4 5; do echo out-$i; done; echo err-line >&2; touch {DIR}/said; exec sleep infinity"]
+"#,
+    )?;
+    let tok = with_token(&s);
+    s.wait_for("the lines", T, |s| Ok(s.logs("talker", 10).contains("err-line")))?;
+    let r = s.api(&tok, "GET", "/_supervisor/logs/talker?tail=3", None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    assert_eq!(j["name"], "talker", "{j}");
+    let lines = j["lines"].as_array().expect("lines");
+    // The last three of what it printed (stdout and stderr interleave in arrival order).
+    let texts: Vec<&str> = lines.iter().map(|l| l["line"].as_str().unwrap()).collect();
+    assert_eq!(texts.len(), 3, "{j}");
+    assert!(texts.contains(&"err-line") && texts.contains(&"out-5"), "{j}");
+    let err = lines.iter().find(|l| l["line"] == "err-line").unwrap();
+    assert_eq!(err["stream"], "stderr", "{j}");
+    assert_eq!(lines.iter().find(|l| l["line"] == "out-5").unwrap()["stream"], "stdout", "{j}");
+    let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().expect("seq")).collect();
+    assert!(seqs.windows(2).all(|w| w[1] > w[0]), "seq increases: {j}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+    for l in lines {
+        let at = l["at_ms"].as_u64().expect("at_ms");
+        assert!(at <= now && now - at < 120_000, "at_ms is the time of the line: {l}");
+    }
+    // tail=1: exactly the last line; an unknown service: 404 in the error shape.
+    let one = s.api(&tok, "GET", "/_supervisor/logs/talker?tail=1", None).json();
+    assert_eq!(one["lines"].as_array().map(|a| a.len()), Some(1), "{one}");
+    assert_eq!(one["lines"][0], *lines.last().unwrap());
+    let r = s.api(&tok, "GET", "/_supervisor/logs/ghost?tail=1", None);
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["code"], "unknown_service");
+    // follow=1: SSE `line` events, the tail first, then what comes next.
+    let mut sse = SseClient::open(&s.url("/_supervisor/logs/talker?tail=2&follow=1"), &tok)?;
+    let mut got = vec![];
+    while got.len() < 2 {
+        let e = sse.next(T)?.context("no event")?;
+        assert_eq!(e.event, "line", "{e:?}");
+        got.push(serde_json::from_str::<Value>(&e.data)?);
+    }
+    assert_eq!(got[1], *lines.last().unwrap(), "the tail comes first, in order");
+    Ok(())
+}
+
+#[test]
+fn events_send_a_snapshot_then_each_state_change_of_a_restart_in_order() -> anyhow::Result<()> {
+    let s = stack()?;
+    s.wait_ready(T)?;
+    let tok = with_token(&s);
+    let pid0 = s.service("plain")?["pid"].clone();
+    let mut sse = SseClient::open(&s.url("/_supervisor/events"), &tok)?;
+    let first = sse.next(T)?.context("no snapshot")?;
+    assert_eq!(first.event, "snapshot", "{first:?}");
+    let snap: Value = serde_json::from_str(&first.data)?;
+    assert_eq!(snap["ready"], true, "{snap}");
+    assert_eq!(service_in(&snap, "plain").map(|p| p["pid"].clone()), Some(pid0.clone()), "the snapshot is the status: {snap}");
+    assert!(s.ctl(&["restart", "plain"]).status.success());
+    // Collect plain's states until it is ready again with a new pid.
+    let mut states: Vec<String> = vec![];
+    let last = loop {
+        let e = sse.next(T)?.with_context(|| format!("events stopped; states so far {states:?}"))?;
+        assert_eq!(e.event, "service", "{e:?}");
+        let v: Value = serde_json::from_str(&e.data)?;
+        if v["name"] != "plain" {
+            continue;
+        }
+        let st = v["state"].as_str().unwrap().to_string();
+        if states.last() != Some(&st) {
+            states.push(st);
+        }
+        if v["state"] == "ready" && v["pid"] != pid0 {
+            break v;
+        }
+    };
+    assert_eq!(states.first().map(String::as_str), Some("stopping"), "{states:?}");
+    let pos = |name: &str| states.iter().position(|s| s == name);
+    assert!(pos("stopping") < pos("running") && pos("running") < pos("ready"), "order of a restart: {states:?}");
+    assert!(!states.contains(&"failed".to_string()) && !states.contains(&"backoff".to_string()), "{states:?}");
+    assert_eq!(last["restarts"], 1, "{last}");
+    assert_eq!(last["ready"], true, "{last}");
     Ok(())
 }

@@ -162,7 +162,8 @@ fn chromium_dump_dom(url: &str) -> Result<String> {
     let dir = tempfile::Builder::new().prefix("proxy-chromium-").tempdir()?;
     let out_path = dir.path().join("dom.html");
     let err_path = dir.path().join("stderr.txt");
-    let child = Command::new("chromium")
+    let mut cmd = Command::new("chromium");
+    let child = die_with_runner(&mut cmd)
         .args([
             "--headless",
             "--no-sandbox",
@@ -401,7 +402,8 @@ readiness = { file = "{DIR}/go", period = "1s" }
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(s.service("vite")?["state"], "ready", "200 only once vite is ready");
+    // (That the 200 comes only once Vite is *ready*, not merely serving, is
+    // the_proxy_holds_back_a_serving_vite_until_its_readiness_passes.)
     // Stopped: the starting answers again.
     let out = s.ctl(&["stop", "vite"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -417,6 +419,38 @@ readiness = { file = "{DIR}/go", period = "1s" }
     // Control routes are never proxied, even while Vite is up.
     let r = curl(&[&s.url("/_supervisor/healthz")]);
     assert_eq!(r.json(), serde_json::json!({"status": "ok"}));
+    Ok(())
+}
+
+#[test]
+fn the_proxy_holds_back_a_serving_vite_until_its_readiness_passes() -> Result<()> {
+    // Vite serves, but its readiness also needs a gate file: the proxy must answer
+    // "starting" while Vite itself already answers 200 directly, and the app once ready.
+    let app = copy_app_template()?;
+    let port = free_port();
+    let config = format!(
+        r#"
+[services.vite]
+command = ["${{APP_DIR}}/node_modules/.bin/vite", "--host", "127.0.0.1", "--port", "{port}", "--strictPort"]
+cwd = "${{APP_DIR}}"
+port = {port}
+readiness = {{ exec = ["sh", "-c", "test -f {{DIR}}/gate && curl -sf -o /dev/null -H 'Accept: text/x-vite-ping' http://127.0.0.1:{port}/"], period = "300ms" }}
+"#
+    );
+    let s = Stack::start_with(&config, StackOptions { app_dir: Some(app.path().join("app")), ..Default::default() })?;
+    let direct = format!("http://127.0.0.1:{port}/");
+    s.wait_for("vite serving directly", T, |_| Ok(curl(&["--max-time", "3", "-H", "Accept: text/html", &direct]).status == 200))?;
+    assert_ne!(s.service("vite")?["state"], "ready", "the gate is closed");
+    for _ in 0..3 {
+        let r = curl(&["--max-time", "3", "-H", "Accept: text/html", "-H", &format!("Host: {PUBLIC_HOST}"), &s.url("/")]);
+        assert_eq!(r.status, 503, "vite serves but is not ready: the proxy must hold back ({})", r.text());
+        assert!(r.text().contains(r#"http-equiv="refresh""#), "{}", r.text());
+    }
+    std::fs::write(s.path().join("gate"), "")?;
+    s.wait_state("vite", "ready", T)?;
+    let r = curl(&["--max-time", "10", "-H", "Accept: text/html", "-H", &format!("Host: {PUBLIC_HOST}"), &s.url("/")]);
+    assert_eq!(r.status, 200, "ready: the app ({})", r.text());
+    assert!(r.text().contains("/@vite/client"));
     Ok(())
 }
 
@@ -442,90 +476,18 @@ fn an_upstream_refusing_connections_gets_the_starting_answer() -> Result<()> {
 // ---------------------------------------------------------------------------------------
 // 4. Header hygiene, streaming and keep-alive, against an echo upstream named `vite`.
 
-const ECHO_PY: &str = r#"
-import hashlib, http.server, json, os, sys, time
-port, flag = int(sys.argv[1]), sys.argv[2]
-PATTERN = bytes(range(251))
-
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a): pass
-
-    def read_body(self):
-        h, n = hashlib.sha256(), 0
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""): pass
-                    break
-                left = size
-                while left:
-                    d = self.rfile.read(min(left, 65536)); h.update(d); n += len(d); left -= len(d)
-                self.rfile.readline()
-        else:
-            left = int(self.headers.get("Content-Length") or 0)
-            while left > 0:
-                d = self.rfile.read(min(left, 65536))
-                if not d: break
-                h.update(d); n += len(d); left -= len(d)
-        return n, h.hexdigest()
-
-    def any(self):
-        if self.path.startswith("/big"):
-            self.read_body()
-            n = int(self.path.split("=")[1])
-            self.send_response(200)
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(n))
-            self.end_headers()
-            block = PATTERN * (65536 // 251 + 1)
-            block = block[:65536 - 65536 % 251]
-            sent = 0
-            while sent < n:
-                d = block[: n - sent]; self.wfile.write(d); sent += len(d)
-            return
-        if self.path.startswith("/stream"):
-            self.read_body()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            def chunk(b): self.wfile.write(b"%x\r\n%s\r\n" % (len(b), b)); self.wfile.flush()
-            chunk(b"first\n")
-            t = time.time()
-            while not os.path.exists(flag) and time.time() - t < 30: time.sleep(0.01)
-            chunk(b"second\n")
-            self.wfile.write(b"0\r\n\r\n")
-            return
-        n, sha = self.read_body()
-        body = json.dumps({"method": self.command, "path": self.path, "headers": [[k.lower(), v] for k, v in self.headers.items()],
-                           "body_len": n, "body_sha256": sha, "peer_port": self.client_address[1]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Connection", "X-Up-Hop")
-        self.send_header("X-Up-Hop", "1")
-        self.send_header("Keep-Alive", "timeout=5, max=100")
-        self.send_header("X-Up-End", "kept")
-        self.end_headers()
-        self.wfile.write(body)
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = any
-
-http.server.ThreadingHTTPServer.daemon_threads = True
-http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
-"#;
 
 /// A stack whose `vite` is the echo upstream; returns it with its own dir (script, flag).
 fn echo_stack() -> Result<(Stack, tempfile::TempDir)> {
+    // The upstream is tests/fixtures/echo.py.
     let dir = tempfile::Builder::new().prefix("proxy-echo-").tempdir()?;
-    std::fs::write(dir.path().join("echo.py"), ECHO_PY)?;
     let port = free_port();
+    let echo = fixture("echo.py");
     let s = Stack::start_with(
         &format!(
             r#"
 [services.vite]
-command = ["python3", "${{APP_DIR}}/echo.py", "{port}", "${{APP_DIR}}/release"]
+command = ["python3", "{echo}", "{port}", "${{APP_DIR}}/release"]
 port = {port}
 readiness = {{ tcp = "127.0.0.1:{port}", period = "2s" }}
 "#
@@ -596,9 +558,15 @@ fn request_headers_are_cleaned_and_forwarded() -> Result<()> {
         assert!(r.header(gone).is_none(), "upstream's {gone} relayed: {:?}", r.headers);
     }
     assert!(!r.header("connection").unwrap_or("").to_ascii_lowercase().contains("x-up-hop"), "{:?}", r.headers);
+    Ok(())
+}
 
-    // Second request on the same client connection (keep-alive): no X-Forwarded-For from
-    // the client → just the peer; the edge's X-Forwarded-Proto/-Host are kept.
+#[test]
+fn the_edges_forwarded_headers_are_kept_and_the_peer_is_added() -> Result<()> {
+    let (s, _dir) = echo_stack()?;
+    let mut c = Conn::open(&s.listen)?;
+    // No X-Forwarded-For from the client → just the peer; the edge's X-Forwarded-Proto
+    // and -Host are kept.
     c.send(&format!("GET /echo/2 HTTP/1.1\r\nHost: {PUBLIC_HOST}:443\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: edge.example\r\n\r\n"), b"")?;
     let r2 = c.response()?;
     let j2 = r2.json();
@@ -607,7 +575,12 @@ fn request_headers_are_cleaned_and_forwarded() -> Result<()> {
     assert_eq!(echoed(&j2, "x-forwarded-proto"), vec!["https"], "{j2}");
     assert_eq!(echoed(&j2, "x-forwarded-host"), vec!["edge.example"], "{j2}");
     assert_eq!(echoed(&j2, "host"), vec![format!("{PUBLIC_HOST}:443")], "{j2}");
+    Ok(())
+}
 
+#[test]
+fn an_upgrade_request_gets_the_same_header_hygiene() -> Result<()> {
+    let (s, _dir) = echo_stack()?;
     // An upgrade request (the path that splices WebSockets) gets the same hygiene, an
     // origin-form request line with the query intact, and its own Upgrade/Connection.
     let mut u = Conn::open(&s.listen)?;

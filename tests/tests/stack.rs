@@ -1,46 +1,92 @@
-//! The production stack end to end (`opt/supervisor.toml`): real Xvfb, Chromium,
-//! Playwright MCP and Vite on a copy of app-template, behind port 3000. The fixed ports
-//! make these tests take a lock; each prints the figures it measures.
+//! The production stack end to end (`opt/supervisor.toml`) in its production combination:
+//! the supervisor as root with `--port-guard on`, every service dropped to a real
+//! unprivileged user (`supervisor-test`, created by scripts/setup.sh), real Xvfb,
+//! Chromium, Playwright MCP, the ACP service and Vite on a copy of app-template, behind
+//! port 3000 — each stack inside a network namespace of its own (with a veth to the host,
+//! so the guard is seen working from outside). Namespaces have their own ports, and the
+//! two machine-wide names the config uses (X display :99, the MCP output dir) are given
+//! per-test values, so these tests need no fixed-ports lock. Each prints its figures.
 
 use e2e::*;
 use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-const BOOT: Duration = Duration::from_secs(90);
+const BOOT: Duration = Duration::from_secs(120);
+const PUBLIC: &str = "abcdefghijklmnop.mk0r.test";
 
 struct Prod {
     stack: Stack,
+    ns: NetNs,
     _app: tempfile::TempDir,
     boot: Duration,
 }
 
-/// Starts the production config as root without dropping users, on 127.0.0.1:3000.
+impl Prod {
+    /// `curl` from inside the namespace.
+    fn curl(&self, args: &[&str]) -> Reply {
+        self.ns.curl(args)
+    }
+    fn node(&self, script: &str, args: &[&str]) -> anyhow::Result<Value> {
+        node_client_in(&self.ns.exec(), script, args)
+    }
+    fn node_run(&self, script: &str, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        node_run_in(&self.ns.exec(), script, args, NODE_TIMEOUT)
+    }
+}
+
+/// A display number no X server on this machine uses (lock files are machine-wide).
+fn free_display() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    loop {
+        let d = 200 + (std::process::id() * 7 + N.fetch_add(1, Ordering::SeqCst) * 13) % 700;
+        if !std::path::Path::new(&format!("/tmp/.X{d}-lock")).exists() && !std::path::Path::new(&format!("/tmp/.X11-unix/X{d}")).exists() {
+            return d;
+        }
+    }
+}
+
+/// Starts the production config: root, `--port-guard on`, `--service-user supervisor-test`,
+/// on 0.0.0.0:3000 of a network namespace of its own.
 fn start_prod() -> anyhow::Result<Prod> {
+    anyhow::ensure!(nix::unistd::geteuid().is_root(), "the production combination needs root");
+    let (uid, gid) = test_user()?;
+    let ns = NetNs::create_with_veth()?;
     let app = copy_app_template()?;
-    let home = app.path().join("home");
-    std::fs::create_dir_all(&home)?;
+    std::fs::set_permissions(app.path(), std::fs::Permissions::from_mode(0o755))?;
+    let mcp_out = app.path().join("mcp-output");
+    std::fs::create_dir_all(&mcp_out)?;
+    chown_tree(&app.path().join("app"), uid, gid)?;
+    chown_tree(&mcp_out, uid, gid)?;
     // Resolve (and, without $SUPERVISOR_BIN, build) the binary before the clock starts.
-    let bin = supervisor_bin();
+    let _ = supervisor_bin();
     let t0 = Instant::now();
-    let config = std::fs::read_to_string(repo_root().join("opt/supervisor.toml"))?;
-    // ${CONFIG_DIR} must stay the repo's opt/ (its node_modules): expand it here.
-    let config = config.replace("${CONFIG_DIR}", &repo_root().join("opt").to_string_lossy());
+    let display = free_display();
+    let config = std::fs::read_to_string(repo_root().join("opt/supervisor.toml"))?
+        // ${CONFIG_DIR} must stay the repo's opt/ (its node_modules): expand it here.
+        .replace("${CONFIG_DIR}", &repo_root().join("opt").to_string_lossy())
+        .replace(":99", &format!(":{display}"))
+        .replace("X99", &format!("X{display}"))
+        .replace("/tmp/playwright-mcp-output", &mcp_out.to_string_lossy());
     let stack = Stack::start_with(
         &config,
         StackOptions {
-            args: vec!["--listen".into(), "127.0.0.1:3000".into(), "--port-guard".into(), "off".into()],
-            env: vec![("HOME".into(), home.to_string_lossy().into_owned())],
+            args: vec!["--listen".into(), "0.0.0.0:3000".into(), "--port-guard".into(), "on".into(), "--service-user".into(), TEST_USER.into()],
             app_dir: Some(app.path().join("app")),
+            wrapper: ns.exec(),
             ..Default::default()
         },
     )?;
-    let ready = std::process::Command::new(&bin)
-        .args(["ready", "--timeout", &BOOT.as_secs().to_string(), "--runtime-dir"])
-        .arg(&stack.runtime_dir)
-        .status()?;
+    let ready = stack.ready_cmd(BOOT.as_secs())?;
     let boot = t0.elapsed();
-    anyhow::ensure!(ready.success(), "stack not ready in {BOOT:?}\n{}\n{}", stack.status().map(|s| s.to_string()).unwrap_or_default(), stack.log_tail(60));
-    Ok(Prod { stack, _app: app, boot })
+    anyhow::ensure!(
+        ready.status.success(),
+        "stack not ready in {BOOT:?}\n{}\n{}",
+        stack.status().map(|s| s.to_string()).unwrap_or_default(),
+        stack.log_tail(60)
+    );
+    Ok(Prod { stack, ns, _app: app, boot })
 }
 
 /// Prints each service's start-to-ready time and the critical path from `status`.
@@ -69,57 +115,107 @@ fn print_boot(p: &Prod) -> anyhow::Result<Value> {
     Ok(st)
 }
 
+/// Whether `addr` accepts a TCP connection from the host (through the veth).
+fn reachable_from_host(addr: &str) -> bool {
+    let a: std::net::SocketAddr = addr.parse().unwrap();
+    std::net::TcpStream::connect_timeout(&a, Duration::from_millis(1500)).is_ok()
+}
+
 #[test]
-fn the_stack_boots_serves_the_app_and_hmr_reaches_browsers() -> anyhow::Result<()> {
-    let _lock = fixed_ports_lock();
+fn the_production_combination_runs_every_service_as_the_user_behind_the_guard() -> anyhow::Result<()> {
     let p = start_prod()?;
     let st = print_boot(&p)?;
     assert_eq!(st["ready"], true);
-    for name in ["xvfb", "chromium", "playwright-mcp", "vite"] {
+    let (uid, _) = test_user()?;
+    for name in ["xvfb", "chromium", "playwright-mcp", "acp", "vite"] {
         let s = service_in(&st, name).unwrap();
         assert_eq!(s["state"], "ready", "{name}: {s}");
+        let pid = s["pid"].as_i64().unwrap() as i32;
+        assert_eq!(proc_uid(pid), Some(uid), "{name} runs as {TEST_USER}");
     }
+    assert_eq!(proc_uid(p.stack.pid()), Some(0), "the supervisor itself is root");
+    // No process of the stack but the supervisor runs as root.
+    let root_owned: Vec<i32> = p.stack.leftovers().into_iter().filter(|pid| proc_uid(*pid) == Some(0)).collect();
+    assert!(root_owned.is_empty(), "processes of the stack left running as root: {root_owned:?}");
+    // The guard: active on the internal ports; from outside the namespace only 3000 answers.
+    let g = &st["port_guard"];
+    assert_eq!(g["active"], true, "{g}");
+    let mut ports: Vec<u64> = g["ports"].as_array().unwrap().iter().filter_map(|v| v.as_u64()).collect();
+    ports.sort();
+    assert_eq!(ports, vec![3001, 3002, 5173, 9222], "{g}");
+    let ns_ip = p.ns.ns_ip.clone().unwrap();
+    assert!(reachable_from_host(&format!("{ns_ip}:3000")), "the public port answers from outside");
+    let readyz = curl(&[&format!("http://{ns_ip}:3000/_supervisor/readyz")]);
+    assert_eq!((readyz.status, readyz.json()), (200, serde_json::json!({"ready": true})), "readyz from outside");
+    // Vite listens on 127.0.0.1 only; 9222 likewise. The guard's rules are checked by
+    // guard.rs against a 0.0.0.0 listener; here: nothing internal answers from outside.
+    for port in [5173, 9222, 3001, 3002] {
+        assert!(!reachable_from_host(&format!("{ns_ip}:{port}")), "internal port {port} answers from outside the namespace");
+    }
+    // The app through port 3000, with a public Host, from outside.
+    let page = curl(&["-H", &format!("Host: {PUBLIC}"), &format!("http://{ns_ip}:3000/")]);
+    assert_eq!(page.status, 200, "{}", page.text());
+    assert!(page.text().contains("/@vite/client"));
+    Ok(())
+}
+
+#[test]
+fn the_stack_serves_the_app_and_hmr_reaches_browsers() -> anyhow::Result<()> {
+    let p = start_prod()?;
     let s = &p.stack;
-    let readyz = curl(&["http://127.0.0.1:3000/_supervisor/readyz"]);
+    let readyz = p.curl(&["http://127.0.0.1:3000/_supervisor/readyz"]);
     assert_eq!((readyz.status, readyz.json()["ready"].clone()), (200, Value::Bool(true)));
     let app_tsx = s.app_dir.join("src/App.tsx");
     let file = app_tsx.to_string_lossy().into_owned();
 
     // The stack's own Chromium (on Xvfb) opens http://localhost:3000; an edit arrives by HMR.
-    let r = node_client("browser.mjs", &["--cdp", "http://127.0.0.1:9222", "--page", "http://localhost:3000/", "--file", &file])?;
+    let r = p.node("browser.mjs", &["--cdp", "http://127.0.0.1:9222", "--page", "http://localhost:3000/", "--file", &file])?;
     println!("in-VM chromium, http://localhost:3000: {r}");
     assert_eq!(r["before"], "Hello from the sandbox");
     assert!(r["after"].as_str().unwrap().starts_with("Edited "), "{r}");
     assert_eq!(r["reloaded"], false, "HMR must update without a reload: {r}");
 
     // A browser on a public-style host name (mapped to 127.0.0.1) through port 3000.
-    let r = node_client("browser.mjs", &["--launch", "--map", "abcdefghijklmnop.mk0r.test", "--page", "http://abcdefghijklmnop.mk0r.test:3000/", "--file", &file])?;
-    println!("public host, abcdefghijklmnop.mk0r.test:3000: {r}");
+    let r = p.node("browser.mjs", &["--launch", "--map", PUBLIC, "--page", &format!("http://{PUBLIC}:3000/"), "--file", &file])?;
+    println!("public host, {PUBLIC}:3000: {r}");
     assert_eq!(r["before"], "Hello from the sandbox");
     assert_eq!(r["reloaded"], false, "{r}");
-
-    // CDP through /_supervisor/cdp: 401 without the token, a real CDP client with it.
-    assert_eq!(curl(&["http://127.0.0.1:3000/_supervisor/cdp/json/version"]).status, 401);
-    let tok = s.rotate_token();
-    let v = curl(&["-H", &format!("Authorization: Bearer {tok}"), "http://127.0.0.1:3000/_supervisor/cdp/json/version"]);
-    assert_eq!(v.status, 200);
-    assert!(v.json()["webSocketDebuggerUrl"].as_str().unwrap().starts_with("ws://127.0.0.1:3000/_supervisor/cdp/devtools/browser/"), "{}", v.text());
-    let pub_v = curl(&["-H", &format!("Authorization: Bearer {tok}"), "-H", "Host: abcdefghijklmnop.mk0r.test", "http://127.0.0.1:3000/_supervisor/cdp/json/version"]);
-    assert!(pub_v.json()["webSocketDebuggerUrl"].as_str().unwrap().starts_with("wss://abcdefghijklmnop.mk0r.test/_supervisor/cdp/"), "{}", pub_v.text());
-    let r = node_client("browser.mjs", &["--cdp", "http://127.0.0.1:3000/_supervisor/cdp", "--token", &tok, "--page", "http://localhost:3000/", "--file", &file])?;
-    println!("CDP through /_supervisor/cdp: {r}");
-    assert_eq!(r["before"], "Hello from the sandbox");
-    let denied = node_client("browser.mjs", &["--cdp", "http://127.0.0.1:3000/_supervisor/cdp", "--token", "wrong", "--page", "http://localhost:3000/", "--file", &file]);
-    assert!(denied.is_err(), "a wrong token must not reach CDP");
     Ok(())
 }
 
-fn mcp(url: &str, token: Option<&str>) -> anyhow::Result<Value> {
+#[test]
+fn cdp_through_the_control_route_needs_the_token() -> anyhow::Result<()> {
+    let p = start_prod()?;
+    let s = &p.stack;
+    let file = s.app_dir.join("src/App.tsx").to_string_lossy().into_owned();
+    let r = p.curl(&["http://127.0.0.1:3000/_supervisor/cdp/json/version"]);
+    assert_eq!((r.status, r.json()["error"]["code"].clone()), (401, Value::from("unauthorized")), "{}", r.text());
+    let tok = s.rotate_token();
+    let auth = format!("Authorization: Bearer {tok}");
+    let v = p.curl(&["-H", &auth, "http://127.0.0.1:3000/_supervisor/cdp/json/version"]);
+    assert_eq!(v.status, 200);
+    assert!(v.json()["webSocketDebuggerUrl"].as_str().unwrap().starts_with("ws://127.0.0.1:3000/_supervisor/cdp/devtools/browser/"), "{}", v.text());
+    let pub_v = p.curl(&["-H", &auth, "-H", &format!("Host: {PUBLIC}"), "http://127.0.0.1:3000/_supervisor/cdp/json/version"]);
+    assert!(pub_v.json()["webSocketDebuggerUrl"].as_str().unwrap().starts_with(&format!("wss://{PUBLIC}/_supervisor/cdp/")), "{}", pub_v.text());
+    let r = p.node("browser.mjs", &["--cdp", "http://127.0.0.1:3000/_supervisor/cdp", "--token", &tok, "--page", "http://localhost:3000/", "--file", &file])?;
+    println!("CDP through /_supervisor/cdp: {r}");
+    assert_eq!(r["before"], "Hello from the sandbox");
+    // A wrong token: the real CDP client is refused with 401 (not any failure).
+    let w = p.curl(&["-H", "Authorization: Bearer wrong", "http://127.0.0.1:3000/_supervisor/cdp/json/version/"]);
+    assert_eq!(w.status, 401, "{}", w.text());
+    let denied = p.node_run("browser.mjs", &["--cdp", "http://127.0.0.1:3000/_supervisor/cdp", "--token", "wrong", "--page", "http://localhost:3000/", "--file", &file])?;
+    let err = String::from_utf8_lossy(&denied.stderr);
+    assert!(!denied.status.success(), "a wrong token must not reach CDP");
+    assert!(err.contains("401"), "refused with 401: {err}");
+    Ok(())
+}
+
+fn mcp(p: &Prod, url: &str, token: Option<&str>) -> anyhow::Result<Value> {
     let mut args = vec!["--url", url, "--navigate", "http://localhost:3000/"];
     if let Some(t) = token {
         args.extend(["--token", t]);
     }
-    node_client("mcp-client.mjs", &args)
+    p.node("mcp-client.mjs", &args)
 }
 
 fn assert_mcp_sees_the_app(r: &Value) {
@@ -141,18 +237,19 @@ fn kill_and_recover(s: &Stack, name: &str) -> anyhow::Result<Duration> {
 
 #[test]
 fn mcp_works_and_survives_killing_vite_and_chromium() -> anyhow::Result<()> {
-    let _lock = fixed_ports_lock();
     let p = start_prod()?;
     let s = &p.stack;
-    let direct = mcp("http://127.0.0.1:3001/mcp", None)?;
-    assert_mcp_sees_the_app(&direct);
+    assert_mcp_sees_the_app(&mcp(&p, "http://127.0.0.1:3001/mcp", None)?);
     let tok = s.rotate_token();
-    assert_mcp_sees_the_app(&mcp("http://127.0.0.1:3000/_supervisor/mcp", Some(&tok))?);
-    assert!(mcp("http://127.0.0.1:3000/_supervisor/mcp", Some("wrong")).is_err(), "wrong token refused");
+    assert_mcp_sees_the_app(&mcp(&p, "http://127.0.0.1:3000/_supervisor/mcp", Some(&tok))?);
+    let denied = p.node_run("mcp-client.mjs", &["--url", "http://127.0.0.1:3000/_supervisor/mcp", "--token", "wrong", "--navigate", "http://localhost:3000/"])?;
+    let err = String::from_utf8_lossy(&denied.stderr);
+    assert!(!denied.status.success(), "a wrong token must not reach MCP");
+    assert!(err.contains("HTTP status 401"), "refused with 401: {err}");
 
     let vite = kill_and_recover(s, "vite")?;
     println!("recovery after SIGKILL of vite: {} ms to ready", vite.as_millis());
-    let page = curl(&["-H", "Host: abcdefghijklmnop.mk0r.test", "http://127.0.0.1:3000/"]);
+    let page = p.curl(&["-H", &format!("Host: {PUBLIC}"), "http://127.0.0.1:3000/"]);
     assert_eq!(page.status, 200);
     assert!(page.text().contains("/@vite/client"));
 
@@ -162,14 +259,13 @@ fn mcp_works_and_survives_killing_vite_and_chromium() -> anyhow::Result<()> {
     let m = s.wait_service("playwright-mcp", Duration::from_secs(60), "restarted with chromium", |v| v["state"] == "ready" && v["pid"] != mcp_pid)?;
     assert!(m["restarts"].as_u64() >= Some(1));
     let t = Instant::now();
-    assert_mcp_sees_the_app(&mcp("http://127.0.0.1:3001/mcp", None)?);
+    assert_mcp_sees_the_app(&mcp(&p, "http://127.0.0.1:3001/mcp", None)?);
     println!("MCP navigate+snapshot after recovery: {} ms", t.elapsed().as_millis());
     Ok(())
 }
 
 #[test]
 fn sigterm_stops_the_whole_stack_within_its_deadline() -> anyhow::Result<()> {
-    let _lock = fixed_ports_lock();
     let mut p = start_prod()?;
     let before = p.stack.leftovers();
     assert!(before.len() >= 6, "the stack runs many processes: {before:?}");
@@ -186,8 +282,11 @@ fn sigterm_stops_the_whole_stack_within_its_deadline() -> anyhow::Result<()> {
         .filter(|pid| std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|e| e.windows(p.stack.tag.len()).any(|w| w == p.stack.tag.as_bytes())))
         .collect();
     assert!(crashpad.is_empty(), "{crashpad:?}");
-    for port in [3000, 5173, 9222, 3001] {
-        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "port {port} still open");
+    for port in [3000, 5173, 9222, 3001, 3002] {
+        let r = p.curl(&["--max-time", "3", &format!("http://127.0.0.1:{port}/")]);
+        assert_eq!(r.status, 0, "port {port} still open in the namespace");
     }
+    let tables = p.ns.run(&["nft", "list", "tables"], Duration::from_secs(10))?;
+    assert!(!String::from_utf8_lossy(&tables.stdout).contains("supervisor_guard"), "the guard's rules removed at shutdown");
     Ok(())
 }
