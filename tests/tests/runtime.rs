@@ -77,7 +77,7 @@ fn an_unknown_service_user_is_a_clear_startup_error() -> anyhow::Result<()> {
                 .arg("--runtime-dir")
                 .arg(dir.path().join("run"))
                 .arg("--app-dir")
-                .arg(dir.path())
+                .arg(dir.path().join("app"))
                 .args(["--listen", &format!("127.0.0.1:{}", free_port())])
                 .args(extra),
             T,
