@@ -27,11 +27,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
 
-    let guard = Arc::new(PortGuard::default());
-    if settings.port_guard {
-        // The config never lets a service claim the listen port (resolve::check_ports).
-        let ports: Vec<u16> = cfg.services.iter().filter_map(|s| s.port).collect();
-        guard.install(&reaper, ports).await;
+    let guard = Arc::new(PortGuard::new(settings.port_guard));
+    if guard.status().enabled {
+        // Default-deny: only the listen port and the allow list (envd) are reachable from outside.
+        let mut allow = vec![public.local_addr()?.port()];
+        for p in &settings.port_guard_allow {
+            if !allow.contains(p) {
+                allow.push(*p);
+            }
+        }
+        guard.install(&reaper, &allow).await;
+        tokio::spawn(guard.clone().keep_installed(reaper.clone(), allow));
     }
     tracing::info!(config = %cfg.source, services = cfg.services.len(), "starting");
     let sup = Supervisor::start(cfg, reaper.clone()).map_err(|e| anyhow::anyhow!(e))?;
