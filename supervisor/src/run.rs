@@ -18,6 +18,8 @@ use tokio::signal::unix::{signal, SignalKind};
 /// Runs the stack until a stop signal; returns the exit code.
 pub async fn run(cfg: Config) -> anyhow::Result<i32> {
     let reaper = Reaper::install()?;
+    let nofile = server::listener::raise_nofile();
+    let cap = server::listener::connection_cap(nofile);
     let settings = cfg.settings.clone();
     let targets = server::PassThroughTargets::from_services(&cfg.services);
     std::fs::create_dir_all(&settings.runtime_dir)
@@ -55,8 +57,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
         sup: sup.clone(),
     });
     let auth = TokenAuth::new(settings.token_file.clone());
-    tokio::spawn(server::serve(public, server::public_router(state.clone(), auth, app, &targets)));
-    tracing::info!(listen = %settings.listen, "public listener up");
+    tokio::spawn(server::serve(public, server::public_router(state.clone(), auth, app, &targets), cap));
+    tracing::info!(listen = %settings.listen, max_connections = cap, open_files = nofile, "public listener up");
     tokio::spawn(async move {
         if let Err(e) = axum::serve(socket, api::socket_router(state)).await {
             tracing::error!("control socket stopped: {e}");
