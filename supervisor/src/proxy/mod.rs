@@ -43,7 +43,42 @@ fn pooled_client() -> Client<HttpConnector, Body> {
     let mut conn = HttpConnector::new();
     conn.set_connect_timeout(Some(CONNECT_TIMEOUT));
     conn.set_nodelay(true);
-    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).pool_max_idle_per_host(256).build(conn)
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(POOL_IDLE).pool_max_idle_per_host(256).build(conn)
+}
+
+/// How long an idle upstream connection is kept: below Node's 5 s `keepAliveTimeout` (Vite,
+/// Playwright MCP), so the pool never writes a request onto a connection Node is closing.
+pub const POOL_IDLE: Duration = Duration::from_secs(4);
+
+/// Whether `req` may be sent twice: GET, HEAD or OPTIONS without a body.
+fn retryable(parts: &axum::http::request::Parts, body: &Body) -> bool {
+    use axum::http::Method;
+    let bodyless = hyper::body::Body::is_end_stream(body)
+        && !parts.headers.contains_key(header::TRANSFER_ENCODING)
+        && parts.headers.get(header::CONTENT_LENGTH).is_none_or(|v| v.as_bytes() == b"0");
+    matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) && bodyless
+}
+
+/// The error of a pooled connection that the upstream closed before answering (hyper's
+/// `IncompleteMessage`, a reset or a broken pipe): the request never reached a live server.
+/// (hyper-util already retries a request whose connection closed before it was written.)
+fn closed_before_answer(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_closed() || h.is_canceled() {
+                return true;
+            }
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(io.kind(), ConnectionReset | BrokenPipe | UnexpectedEof | ConnectionAborted) {
+                return true;
+            }
+        }
+        src = s.source();
+    }
+    false
 }
 
 /// TCP keepalive (probes after 30 s idle, every 10 s, 3 tries): a spliced WebSocket whose
@@ -136,8 +171,23 @@ impl Upstream {
             parts.uri = pq.parse().map_err(|e| ForwardError::Other(format!("bad uri: {e}")))?; // origin-form: conn::http1 sends the URI verbatim
             return self.forward_upgrade(hyper::Request::from_parts(parts, Body::empty()), on_client).await;
         }
-        let fut = self.client().request(hyper::Request::from_parts(parts, body));
-        let resp = match tokio::time::timeout(HEADER_TIMEOUT, fut).await {
+        // One retry of an idempotent request whose pooled connection closed under it.
+        let again = retryable(&parts, &body).then(|| {
+            let mut r = hyper::Request::new(Body::empty());
+            *r.method_mut() = parts.method.clone();
+            *r.uri_mut() = parts.uri.clone();
+            *r.version_mut() = parts.version;
+            *r.headers_mut() = parts.headers.clone();
+            r
+        });
+        let mut result = tokio::time::timeout(HEADER_TIMEOUT, self.client().request(hyper::Request::from_parts(parts, body))).await;
+        if let (Some(req), Ok(Err(e))) = (again, &result) {
+            if !e.is_connect() && closed_before_answer(e) {
+                tracing::debug!(upstream = %self.addr, "pooled connection closed before the answer ({e}); retrying once");
+                result = tokio::time::timeout(HEADER_TIMEOUT, self.client().request(req)).await;
+            }
+        }
+        let resp = match result {
             Err(_) => return Err(ForwardError::Timeout(self.addr.clone())),
             Ok(Err(e)) if e.is_connect() => return Err(ForwardError::Unavailable(self.addr.clone())),
             Ok(Err(e)) => return Err(ForwardError::Other(format!("{e}"))),
