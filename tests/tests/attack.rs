@@ -221,13 +221,22 @@ fn requests_spaced_at_nodes_keep_alive_timeout_never_get_a_502() -> anyhow::Resu
     let port = free_port();
     let idle = node_idle_ms()?;
     anyhow::ensure!(idle >= 4500, "Node's keep-alive is {idle} ms; the pool idle timeout (4 s) is chosen below 5 s");
+    // Node is busy (60 ms of work, as Vite's transforms are) from 10 ms before its keep-alive
+    // timer is due, in the check phase: the next loop turn runs that timer before it reads
+    // the socket, so a request arriving in those 60 ms is reset unread (measured: every gap
+    // from -6 ms to +58 ms), instead of a sub-millisecond window left to chance.
+    let script = format!(
+        "const h = require('http'); const srv = h.createServer((q, s) => {{ \
+         setTimeout(() => setImmediate(() => {{ const t = Date.now(); while (Date.now() - t < 60); }}), srv.keepAliveTimeout + (srv.keepAliveTimeoutBuffer ?? 0) - 10); \
+         s.end('ok'); }}); srv.listen({port}, '127.0.0.1');"
+    );
     let cfg = format!(
         r#"
 [supervisor]
 proxy_service = "node"
 
 [services.node]
-command = ["node", "-e", "require('http').createServer((q, s) => s.end('ok')).listen({port}, '127.0.0.1')"]
+command = ["node", "-e", {script:?}]
 port = {port}
 readiness = {{ tcp = "127.0.0.1:{port}", period = "1s" }}
 "#
