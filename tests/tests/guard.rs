@@ -189,11 +189,16 @@ fn the_guard_lets_only_the_public_port_and_envd_through_and_fails_closed() -> an
     assert!(st.success());
     let tables = net.vm_tables();
     assert!(!tables.contains("supervisor_guard"), "both tables removed at shutdown: {tables}");
-    assert!(net.answers_from_outside(9222), "and CDP is forwarded again (nothing left behind)");
+    // Nothing left behind: a listener on 9222 is forwarded from outside again.
+    procs.spawn(&net.vm, &["python3", "-m", "http.server", "9222", "--bind", "127.0.0.1"])?;
+    wait_until("9222 forwarded again after shutdown", Duration::from_secs(10), || net.answers_from_outside(9222))?;
 
     // Without nft, `required` fails closed: not ready, with the reason, everywhere.
-    let empty = tempfile::tempdir()?;
-    let mut s = start_in(&net, "required", vec![("PATH".into(), empty.path().display().to_string())])?;
+    let bin = tempfile::tempdir()?; // a PATH with python3 (the services) and no nft
+    let py = Command::new("python3").args(["-c", "import sys; print(sys.executable)"]).output()?;
+    std::os::unix::fs::symlink(String::from_utf8_lossy(&py.stdout).trim(), bin.path().join("python3"))?;
+    procs.0.pop().map(|mut c| (c.kill(), c.wait())); // free 9222 for the stand-in again
+    let mut s = start_in(&net, "required", vec![("PATH".into(), bin.path().display().to_string())])?;
     s.wait_for("every service ready", Duration::from_secs(20), |s| {
         Ok(s.status()?["services"].as_array().unwrap().iter().all(|v| v["state"] == "ready"))
     })?;
