@@ -43,6 +43,10 @@ pub struct GuardStatus {
 /// The guard and its state.
 pub struct PortGuard {
     status: Mutex<GuardStatus>,
+    /// Serializes install and remove, so a retry in flight cannot re-add rules after shutdown.
+    op: tokio::sync::Mutex<()>,
+    /// Set by [`PortGuard::remove`]: never install again.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// The families to guard: `ip`, plus `ip6` unless the kernel has no IPv6 at all (then no
@@ -88,7 +92,7 @@ impl PortGuard {
     /// A guard in `mode`, not installed yet.
     pub fn new(mode: GuardMode) -> Self {
         let st = GuardStatus { mode, enabled: mode != GuardMode::Off, ..Default::default() };
-        PortGuard { status: Mutex::new(st) }
+        PortGuard { status: Mutex::new(st), op: tokio::sync::Mutex::new(()), closed: Default::default() }
     }
 
     /// The current state.
@@ -105,6 +109,10 @@ impl PortGuard {
 
     /// Installs the rules allowing only `allow`; the result shows in [`Self::status`].
     pub async fn install(&self, reaper: &Reaper, allow: &[u16]) {
+        let _op = self.op.lock().await;
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let fams = families();
         let result = async {
             command::run(reaper, &["nft", "-f", "-"], Some(&rules(allow, &fams)), NFT_LIMIT).await?;
@@ -136,18 +144,23 @@ impl PortGuard {
         }
     }
 
-    /// Installs the rules, then retries every [`RETRY`] while they are not active.
+    /// After a first [`Self::install`]: retries every [`RETRY`] while the rules are not active.
     pub async fn keep_installed(self: std::sync::Arc<Self>, reaper: std::sync::Arc<Reaper>, allow: Vec<u16>) {
         loop {
+            tokio::time::sleep(RETRY).await;
+            if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
             if !self.status().active {
                 self.install(&reaper, &allow).await;
             }
-            tokio::time::sleep(RETRY).await;
         }
     }
 
     /// Removes the rules (both tables) if the guard is enabled.
     pub async fn remove(&self, reaper: &Reaper) {
+        let _op = self.op.lock().await;
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         let st = self.status();
         if !st.enabled || st.families.is_empty() {
             return;
