@@ -59,9 +59,10 @@ fn retryable(parts: &axum::http::request::Parts, body: &Body) -> bool {
     matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) && bodyless
 }
 
-/// The error of a pooled connection that the upstream closed before answering (hyper's
-/// `IncompleteMessage`, a reset or a broken pipe): the request never reached a live server.
-/// (hyper-util already retries a request whose connection closed before it was written.)
+/// The error of a connection the upstream closed or reset before any answer (hyper's
+/// `IncompleteMessage`, a reset, a broken pipe): what a keep-alive close racing our request
+/// looks like. (hyper-util itself retries only a request its connection closed before it
+/// was written.)
 fn closed_before_answer(e: &hyper_util::client::legacy::Error) -> bool {
     let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = src {
