@@ -55,7 +55,7 @@ pub fn raise_nofile() -> u64 {
             }
         }
     }
-    r.rlim_cur as u64
+    r.rlim_cur
 }
 
 /// How many public connections may be open at once under an open-file limit of `nofile`:
