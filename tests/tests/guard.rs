@@ -3,7 +3,8 @@
 //! for the stack's loopback listeners (5173, 9222, 3001, 3002), an undeclared listener on
 //! 9229 (`node --inspect`) and E2B's envd simulated exactly as envd does it: a
 //! `socat TCP4-LISTEN:<port>,bind=<outward address>,fork TCP:localhost:<port>` per loopback
-//! listener. A second "client" namespace, joined by a veth pair, plays the internet.
+//! listener, plus a dual-stack listener on all interfaces (`vite preview`). A second
+//! "client" namespace, joined by a veth pair (IPv4 and IPv6), plays the internet.
 
 use e2e::*;
 use std::process::{Child, Command, Stdio};
@@ -13,6 +14,11 @@ use std::time::{Duration, Instant};
 /// The VM's outward address (E2B: 169.254.0.21) and the client's.
 const VM_IP: &str = "10.231.0.1";
 const CLIENT_IP: &str = "10.231.0.2";
+/// The same two over IPv6 (the guard's `ip6` table).
+const VM_IP6: &str = "fd00:231::1";
+const CLIENT_IP6: &str = "fd00:231::2";
+/// A dual-stack listener on all interfaces the agent might start (`vite preview`).
+const PREVIEW: u16 = 4173;
 /// The loopback listeners envd would forward: the stack's internal ports and an undeclared one.
 const INTERNAL: [u16; 5] = [5173, 9222, 3001, 3002, 9229];
 
@@ -38,8 +44,9 @@ impl NetPair {
         sh(&["ip", "netns", "add", &pair.vm])?;
         sh(&["ip", "netns", "add", &pair.client])?;
         sh(&["ip", "link", "add", &vm_if, "netns", &pair.vm, "type", "veth", "peer", "name", &cl_if, "netns", &pair.client])?;
-        for (ns, dev, ip) in [(&pair.vm, &vm_if, VM_IP), (&pair.client, &cl_if, CLIENT_IP)] {
+        for (ns, dev, ip, ip6) in [(&pair.vm, &vm_if, VM_IP, VM_IP6), (&pair.client, &cl_if, CLIENT_IP, CLIENT_IP6)] {
             sh(&["ip", "-n", ns, "addr", "add", &format!("{ip}/30"), "dev", dev])?;
+            sh(&["ip", "-n", ns, "-6", "addr", "add", &format!("{ip6}/64"), "dev", dev, "nodad"])?;
             sh(&["ip", "-n", ns, "link", "set", dev, "up"])?;
             sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
         }
@@ -60,6 +67,11 @@ impl NetPair {
     /// Whether `http://VM_IP:port/` answers (any HTTP status) from the client namespace.
     fn answers_from_outside(&self, port: u16) -> bool {
         self.curl_from(&self.client, &format!("http://{VM_IP}:{port}/")) != "000"
+    }
+
+    /// Whether `http://[VM_IP6]:port/` answers from the client namespace.
+    fn answers_from_outside_v6(&self, port: u16) -> bool {
+        self.curl_from(&self.client, &format!("http://[{VM_IP6}]:{port}/")) != "000"
     }
 
     /// The HTTP status curl gets from inside namespace `ns` ("000": no connection).
@@ -131,8 +143,9 @@ fn envd(net: &NetPair, procs: &mut Procs) -> anyhow::Result<()> {
         let listen = format!("TCP4-LISTEN:{port},bind={VM_IP},fork,reuseaddr");
         procs.spawn(&net.vm, &["socat", &listen, &format!("TCP:localhost:{port}")])?;
     }
-    // envd itself listens on all interfaces.
-    procs.spawn(&net.vm, &["python3", "-m", "http.server", "49983", "--bind", "0.0.0.0"])?;
+    // envd itself listens on all interfaces; so does a `vite preview` the agent started.
+    procs.spawn(&net.vm, &["python3", "-m", "http.server", "49983", "--bind", "::"])?;
+    procs.spawn(&net.vm, &["python3", "-m", "http.server", &PREVIEW.to_string(), "--bind", "::"])?;
     Ok(())
 }
 
@@ -158,6 +171,8 @@ fn the_guard_lets_only_the_public_port_and_envd_through_and_fails_closed() -> an
     s.wait_ready(Duration::from_secs(20))?;
     wait_until("envd's forwarder of 9222", Duration::from_secs(10), || net.answers_from_outside(9222))?;
     assert!(net.answers_from_outside(9229), "control: the undeclared listener is exposed too");
+    wait_until("the preview server over IPv6", Duration::from_secs(10), || net.answers_from_outside_v6(PREVIEW))?;
+    assert!(net.answers_from_outside(PREVIEW), "control: and over IPv4");
     assert_eq!(s.status()?["port_guard"]["mode"], "off");
     s.terminate(Duration::from_secs(20))?;
 
@@ -175,6 +190,8 @@ fn the_guard_lets_only_the_public_port_and_envd_through_and_fails_closed() -> an
     assert!(net.answers_from_outside(49983), "envd stays reachable");
     let blocked: Vec<(u16, bool)> = INTERNAL.iter().map(|p| (*p, net.answers_from_outside(*p))).collect();
     assert!(blocked.iter().all(|(_, open)| !open), "internal and undeclared ports dropped from outside: {blocked:?}");
+    assert!(!net.answers_from_outside(PREVIEW) && !net.answers_from_outside_v6(PREVIEW), "a listener on all interfaces is dropped over IPv4 and IPv6");
+    assert!(net.answers_from_outside_v6(49983), "envd stays reachable over IPv6");
     for port in INTERNAL {
         assert_eq!(net.curl_from(&net.vm, &format!("http://127.0.0.1:{port}/")), "200", "loopback inside the VM still works ({port})");
     }
