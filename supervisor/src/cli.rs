@@ -66,13 +66,9 @@ pub struct StackArgs {
     /// Account services drop to when root; replaces every service's `user` (empty: don't switch).
     #[arg(long, env = "SUPERVISOR_SERVICE_USER")]
     pub service_user: Option<String>,
-    /// Firewall guard of the internal ports: on or off.
-    #[arg(long, env = "SUPERVISOR_PORT_GUARD", value_parser = parse_on_off)]
-    pub port_guard: Option<bool>,
-}
-
-fn parse_on_off(s: &str) -> Result<bool, String> {
-    crate::config::model::OnOff::parse(s).map(|o| o.0)
+    /// Firewall guard of the internal ports: off, on or required (not ready without it).
+    #[arg(long, env = "SUPERVISOR_PORT_GUARD", value_parser = crate::config::GuardMode::parse)]
+    pub port_guard: Option<crate::config::GuardMode>,
 }
 
 impl StackArgs {

@@ -194,7 +194,13 @@ pub async fn ready(runtime_dir: &Path, timeout: Duration) -> i32 {
     loop {
         match client::request(&sock, "GET", "/_supervisor/readyz", None).await {
             Ok((200, _)) => return 0,
-            Ok((code, _)) => last = format!("not ready (HTTP {code})"),
+            Ok((code, body)) => {
+                let reason = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["reason"].as_str().map(str::to_string));
+                last = match reason {
+                    Some(r) => format!("not ready (HTTP {code}): {r}"),
+                    None => format!("not ready (HTTP {code})"),
+                };
+            }
             Err(e) => last = e.to_string(),
         }
         if tokio::time::Instant::now() >= deadline {

@@ -19,6 +19,8 @@ use tokio::signal::unix::{signal, SignalKind};
 pub async fn run(cfg: Config) -> anyhow::Result<i32> {
     install_panic_hook();
     let reaper = Reaper::install()?;
+    let nofile = server::listener::raise_nofile();
+    let cap = server::listener::connection_cap(nofile);
     let settings = cfg.settings.clone();
     let targets = server::PassThroughTargets::from_services(&cfg.services);
     std::fs::create_dir_all(&settings.runtime_dir)
@@ -28,11 +30,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
 
-    let guard = Arc::new(PortGuard::default());
-    if settings.port_guard {
-        // The config never lets a service claim the listen port (resolve::check_ports).
-        let ports: Vec<u16> = cfg.services.iter().filter_map(|s| s.port).collect();
-        guard.install(&reaper, ports).await;
+    let guard = Arc::new(PortGuard::new(settings.port_guard));
+    if guard.status().enabled {
+        // Default-deny: only the listen port and the allow list (envd) are reachable from outside.
+        let mut allow = vec![public.local_addr()?.port()];
+        for p in &settings.port_guard_allow {
+            if !allow.contains(p) {
+                allow.push(*p);
+            }
+        }
+        guard.install(&reaper, &allow).await;
+        tokio::spawn(guard.clone().keep_installed(reaper.clone(), allow));
     }
     tracing::info!(config = %cfg.source, services = cfg.services.len(), "starting");
     let env = Arc::new(EnvStore::new(settings.env_file.clone(), app_owner(&settings.app_dir), settings.services_env_file.clone()));
@@ -47,8 +55,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
         secrets: crate::proxy::secrets::SecretPaths::new(&settings.app_dir, &settings.env_file),
     });
     let auth = TokenAuth::new(settings.token_file.clone());
-    tokio::spawn(server::serve(public, server::public_router(state.clone(), auth, app, &targets)));
-    tracing::info!(listen = %settings.listen, "public listener up");
+    tokio::spawn(server::serve(public, server::public_router(state.clone(), auth, app, &targets), cap));
+    tracing::info!(listen = %settings.listen, max_connections = cap, open_files = nofile, "public listener up");
     tokio::spawn(async move {
         if let Err(e) = axum::serve(socket, api::socket_router(state)).await {
             tracing::error!("control socket stopped: {e}");

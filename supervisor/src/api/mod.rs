@@ -80,7 +80,12 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
+/// 200 `{"ready":true}`, else 503 `{"ready":false}` (with `reason` when a `required`
+/// port guard is not active: the sandbox must not be snapshotted with its ports exposed).
 async fn readyz(State(st): State<ApiState>) -> Response {
+    if let Some(reason) = st.guard.not_ready_reason() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"ready": false, "reason": reason}))).into_response();
+    }
     let ready = st.sup.ready();
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(serde_json::json!({"ready": ready}))).into_response()

@@ -26,7 +26,7 @@ pub struct StatusReport {
     pub version: &'static str,
     /// Milliseconds since start.
     pub uptime_ms: u64,
-    /// Every required service is ready.
+    /// Every required service is ready (and a `required` port guard is active), as `/readyz`.
     pub ready: bool,
     /// When the supervisor started (Unix ms), the base of `started_at`/`ready_at`.
     pub started_at: u64,
@@ -94,7 +94,7 @@ pub fn report(sup: &Supervisor, cpu: &CpuSampler, guard: &crate::guard::PortGuar
     StatusReport {
         version: env!("CARGO_PKG_VERSION"),
         uptime_ms: sup.uptime_ms(),
-        ready: sup.ready(),
+        ready: sup.ready() && guard.not_ready_reason().is_none(),
         started_at: sup.started_ms(),
         port_guard: guard.status(),
         resumed_at: crate::resume::last_resume_ms(),

@@ -7,7 +7,7 @@ pub mod model;
 mod plan;
 mod resolve;
 
-pub use model::{DependsCondition, RestartPolicy};
+pub use model::{DependsCondition, GuardMode, RestartPolicy};
 pub use plan::start_plan;
 pub use resolve::resolve;
 
@@ -46,7 +46,7 @@ pub struct Overrides {
     /// `--service-user` (Some("") = don't switch users).
     pub service_user: Option<String>,
     /// `--port-guard`.
-    pub port_guard: Option<bool>,
+    pub port_guard: Option<GuardMode>,
 }
 
 /// The checked configuration of a whole stack.
@@ -73,8 +73,10 @@ pub struct Settings {
     pub config_dir: PathBuf,
     /// The account services drop to: `None` = each service's own `user`, `Some("")` = none.
     pub service_user: Option<String>,
-    /// Whether to install the firewall guard.
-    pub port_guard: bool,
+    /// Whether to install the firewall guard, and whether readiness waits for it.
+    pub port_guard: GuardMode,
+    /// Ports besides the listen port that the guard lets outside traffic reach.
+    pub port_guard_allow: Vec<u16>,
     /// Deadline for stopping the whole stack.
     pub shutdown_timeout: Duration,
     /// Control socket path.

@@ -25,8 +25,10 @@ pub struct SupervisorSection {
     pub listen: Option<String>,
     /// Account services drop to when the supervisor is root; replaces every service's `user`.
     pub service_user: Option<String>,
-    /// Firewall guard of the internal ports.
-    pub port_guard: Option<OnOff>,
+    /// Firewall guard of the internal ports: `off`, `on` or `required` (booleans too).
+    pub port_guard: Option<GuardMode>,
+    /// Ports besides the listen port that outside traffic may reach (default `[49983]`, E2B's envd).
+    pub port_guard_allow: Option<Vec<u16>>,
     /// Deadline for stopping the whole stack.
     pub shutdown_timeout: Option<Dur>,
     /// Control socket path, default `${RUNTIME_DIR}/control.sock`.
@@ -79,6 +81,45 @@ impl OnOff {
             "off" | "false" | "0" | "no" => Ok(OnOff(false)),
             _ => Err(format!("expected \"on\" or \"off\", got {s:?}")),
         }
+    }
+}
+
+/// The port guard's mode (SPEC §7): `required` also keeps `/readyz` at 503 while the
+/// guard is not active, so a sandbox is never snapshotted with its internal ports exposed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuardMode {
+    /// No firewall rules.
+    #[default]
+    Off,
+    /// Install the rules; report a failure in `status`.
+    On,
+    /// Install the rules; not ready while they are not active.
+    Required,
+}
+
+impl<'de> Deserialize<'de> for GuardMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            B(bool),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::B(b) => Ok(if b { GuardMode::On } else { GuardMode::Off }),
+            Raw::S(s) => GuardMode::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl GuardMode {
+    /// Parses `off`/`on`/`required` (and the booleans `true`/`false`/`yes`/`no`/`1`/`0`).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.trim().eq_ignore_ascii_case("required") {
+            return Ok(GuardMode::Required);
+        }
+        OnOff::parse(s).map(|o| if o.0 { GuardMode::On } else { GuardMode::Off }).map_err(|_| format!("expected \"off\", \"on\" or \"required\", got {s:?}"))
     }
 }
 

@@ -17,7 +17,8 @@ pub fn start_plan(cfg: &Config) -> String {
     let _ = writeln!(out, "config: {}", cfg.source);
     let _ = writeln!(out, "listen: {}   app dir: {}   runtime dir: {}", st.listen, st.app_dir.display(), st.runtime_dir.display());
     let _ = writeln!(out, "control socket: {}   token: {}   env file: {}", st.control_socket.display(), st.token_file.display(), st.env_file.display());
-    let _ = writeln!(out, "port guard: {}   shutdown timeout: {:?}", if st.port_guard { "on" } else { "off" }, st.shutdown_timeout);
+    let mode = serde_json::to_value(st.port_guard).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let _ = writeln!(out, "port guard: {mode} (inbound TCP only to the listen port and {:?})   shutdown timeout: {:?}", st.port_guard_allow, st.shutdown_timeout);
     let _ = writeln!(out, "start plan ({} services):", cfg.services.len());
     let max = wave.values().copied().max().unwrap_or(0);
     for w in 0..=max {

@@ -23,7 +23,8 @@ pub fn resolve(source: &str, config_dir: &Path, text: &str, ov: &Overrides) -> R
     let settings = Settings {
         listen: ov.listen.clone().or_else(|| sv.listen.clone()).unwrap_or_else(|| "0.0.0.0:3000".into()),
         service_user: ov.service_user.clone().or_else(|| sv.service_user.clone()),
-        port_guard: ov.port_guard.or(sv.port_guard.map(|o| o.0)).unwrap_or(false),
+        port_guard: ov.port_guard.or(sv.port_guard).unwrap_or_default(),
+        port_guard_allow: sv.port_guard_allow.clone().unwrap_or_else(|| vec![49983]),
         shutdown_timeout: sv.shutdown_timeout.map(Into::into).unwrap_or(Duration::from_secs(30)),
         control_socket: path_or(&sv.control_socket, runtime_dir.join("control.sock")),
         token_file: path_or(&sv.token_file, runtime_dir.join("token")),
@@ -44,6 +45,9 @@ pub fn resolve(source: &str, config_dir: &Path, text: &str, ov: &Overrides) -> R
     }
     if abs(settings.services_env_file.clone()).starts_with(&app_dir) {
         return Err(err("supervisor.services_env_file", format!("{} is under the app dir {}: the services' secrets must never be readable by the app", settings.services_env_file.display(), app_dir.display())));
+    }
+    if settings.port_guard_allow.contains(&0) {
+        return Err(err("supervisor.port_guard_allow", "port 0 is not a port".into()));
     }
     if file.services.is_empty() {
         return Err(err("services", "no service is defined".into()));
@@ -434,14 +438,32 @@ memory_limit = "512MiB"
 
     #[test]
     fn overrides_win_and_empty_service_user_means_none() {
-        let ov = Overrides { service_user: Some(String::new()), listen: Some("127.0.0.1:9".into()), port_guard: Some(true), ..Default::default() };
+        let ov = Overrides { service_user: Some(String::new()), listen: Some("127.0.0.1:9".into()), port_guard: Some(GuardMode::Required), ..Default::default() };
         let c = resolve("t", Path::new("/"), "[services.a]\ncommand = [\"x\"]\nuser = \"user\"\n", &ov).unwrap();
         assert_eq!(c.services[0].user, None);
         assert_eq!(c.settings.listen, "127.0.0.1:9");
-        assert!(c.settings.port_guard);
+        assert_eq!(c.settings.port_guard, GuardMode::Required);
+        assert_eq!(c.settings.port_guard_allow, [49983], "envd by default");
         let ov = Overrides { service_user: Some("nobody".into()), ..Default::default() };
         let c = resolve("t", Path::new("/"), "[services.a]\ncommand = [\"x\"]\nuser = \"user\"\n", &ov).unwrap();
         assert_eq!(c.services[0].user.as_deref(), Some("nobody"));
+    }
+
+    #[test]
+    fn port_guard_modes_and_allow_list() {
+        let svc = "[services.a]\ncommand = [\"x\"]\n";
+        let mode = |v: &str| resolve("t", Path::new("/"), &format!("[supervisor]\nport_guard = {v}\n{svc}"), &Overrides::default()).map(|c| c.settings.port_guard);
+        assert_eq!(mode("\"required\"").unwrap(), GuardMode::Required);
+        assert_eq!(mode("\"on\"").unwrap(), GuardMode::On);
+        assert_eq!(mode("true").unwrap(), GuardMode::On, "booleans still work");
+        assert_eq!(mode("false").unwrap(), GuardMode::Off);
+        let e = mode("\"maybe\"").unwrap_err();
+        assert!(e.to_string().contains("required"), "{e}");
+        let c = resolve("t", Path::new("/"), &format!("[supervisor]\nport_guard_allow = [49983, 8080]\n{svc}"), &Overrides::default()).unwrap();
+        assert_eq!(c.settings.port_guard_allow, [49983, 8080]);
+        assert_eq!(c.settings.port_guard, GuardMode::Off, "off by default");
+        let e = resolve("t", Path::new("/"), &format!("[supervisor]\nport_guard_allow = [0]\n{svc}"), &Overrides::default()).unwrap_err();
+        assert_eq!(e.key, "supervisor.port_guard_allow");
     }
 
     #[test]

@@ -44,7 +44,53 @@ fn pooled_client() -> Client<HttpConnector, Body> {
     let mut conn = HttpConnector::new();
     conn.set_connect_timeout(Some(CONNECT_TIMEOUT));
     conn.set_nodelay(true);
-    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).pool_max_idle_per_host(256).build(conn)
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(POOL_IDLE).pool_max_idle_per_host(256).build(conn)
+}
+
+/// How long an idle upstream connection is kept: below Node's 5 s `keepAliveTimeout` (Vite,
+/// Playwright MCP), so the pool never writes a request onto a connection Node is closing.
+pub const POOL_IDLE: Duration = Duration::from_secs(4);
+
+/// Whether `req` may be sent twice: GET, HEAD or OPTIONS without a body.
+fn retryable(parts: &axum::http::request::Parts, body: &Body) -> bool {
+    use axum::http::Method;
+    let bodyless = hyper::body::Body::is_end_stream(body)
+        && !parts.headers.contains_key(header::TRANSFER_ENCODING)
+        && parts.headers.get(header::CONTENT_LENGTH).is_none_or(|v| v.as_bytes() == b"0");
+    matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) && bodyless
+}
+
+/// The error of a connection the upstream closed or reset before any answer (hyper's
+/// `IncompleteMessage`, a reset, a broken pipe): what a keep-alive close racing our request
+/// looks like. (hyper-util itself retries only a request its connection closed before it
+/// was written.)
+fn closed_before_answer(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_closed() || h.is_canceled() {
+                return true;
+            }
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(io.kind(), ConnectionReset | BrokenPipe | UnexpectedEof | ConnectionAborted) {
+                return true;
+            }
+        }
+        src = s.source();
+    }
+    false
+}
+
+/// TCP keepalive (probes after 30 s idle, every 10 s, 3 tries): a spliced WebSocket whose
+/// peer vanished (a VM paused and resumed, a client gone off the network) is closed within
+/// about a minute instead of holding its descriptors for ever.
+pub fn set_keepalive(tcp: &tokio::net::TcpStream) {
+    let ka = socket2::TcpKeepalive::new().with_time(Duration::from_secs(30)).with_interval(Duration::from_secs(10)).with_retries(3);
+    if let Err(e) = socket2::SockRef::from(tcp).set_tcp_keepalive(&ka) {
+        tracing::debug!("cannot set TCP keepalive: {e}");
+    }
 }
 
 /// Why a request could not be forwarded.
@@ -127,8 +173,23 @@ impl Upstream {
             parts.uri = pq.parse().map_err(|e| ForwardError::Other(format!("bad uri: {e}")))?; // origin-form: conn::http1 sends the URI verbatim
             return self.forward_upgrade(hyper::Request::from_parts(parts, Body::empty()), on_client).await;
         }
-        let fut = self.client().request(hyper::Request::from_parts(parts, body));
-        let resp = match tokio::time::timeout(HEADER_TIMEOUT, fut).await {
+        // One retry of an idempotent request whose pooled connection closed under it.
+        let again = retryable(&parts, &body).then(|| {
+            let mut r = hyper::Request::new(Body::empty());
+            *r.method_mut() = parts.method.clone();
+            *r.uri_mut() = parts.uri.clone();
+            *r.version_mut() = parts.version;
+            *r.headers_mut() = parts.headers.clone();
+            r
+        });
+        let mut result = tokio::time::timeout(HEADER_TIMEOUT, self.client().request(hyper::Request::from_parts(parts, body))).await;
+        if let (Some(req), Ok(Err(e))) = (again, &result) {
+            if !e.is_connect() && closed_before_answer(e) {
+                tracing::debug!(upstream = %self.addr, "pooled connection closed before the answer ({e}); retrying once");
+                result = tokio::time::timeout(HEADER_TIMEOUT, self.client().request(req)).await;
+            }
+        }
+        let resp = match result {
             Err(_) => return Err(ForwardError::Timeout(self.addr.clone())),
             Ok(Err(e)) if e.is_connect() => return Err(ForwardError::Unavailable(self.addr.clone())),
             Ok(Err(e)) => return Err(ForwardError::Other(format!("{e}"))),
@@ -146,6 +207,7 @@ impl Upstream {
             _ => return Err(ForwardError::Unavailable(self.addr.clone())),
         };
         let _ = stream.set_nodelay(true);
+        set_keepalive(&stream); // the client side has it from the listener
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| ForwardError::Other(e.to_string()))?;
         tokio::spawn(conn.with_upgrades());

@@ -13,6 +13,7 @@ use axum::Router;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+pub mod listener;
 pub mod passthrough;
 use passthrough::PassThrough;
 
@@ -103,14 +104,8 @@ pub async fn bind(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
 }
 
-/// Serves `router` on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, router: Router) {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let svc = router.into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum::serve(listener, svc).await {
-        tracing::error!("public listener stopped: {e}");
-    }
+/// Serves `router` on `listener` until the process ends, with the listener limits
+/// ([`listener`]): at most `cap` connections (see [`listener::connection_cap`]).
+pub async fn serve(listener: tokio::net::TcpListener, router: Router, cap: usize) {
+    listener::serve(listener, router, cap).await
 }
