@@ -4,7 +4,7 @@
 //   ws(s)://…    -> createWebSocketStream (@agentclientprotocol/sdk/experimental/ws-client; with the `ws` package)
 //
 // Usage:
-//   node acp-client.mjs --url http://127.0.0.1:3002/acp [--token T] [--mode normal|cancel|env|pid|init]
+//   node acp-client.mjs --url http://127.0.0.1:3002/acp [--token T] [--mode normal|cancel|env|pid|init|session]
 //                       [--cwd /tmp] [--prompt TEXT] [--timeout-ms 30000]
 //
 // --token T sends "Authorization: Bearer T" on every request: each HTTP POST/GET/DELETE, and the WebSocket
@@ -16,6 +16,8 @@
 //   env     prompt "env"
 //   pid     prompt "pid"
 //   init    initialize only (no session)
+//   session initialize and session/new only (no prompt): also prints the agent's capabilities and the
+//           session's models and modes (what a real agent offers offline)
 // On success prints ONE JSON line on stdout, e.g.
 //   {"agent":"e2e-agent","stop":"end_turn","chunks":["chunk 1",…],"chunk_count":4,"permission_asked":true,
 //    "permission_option":"allow_once","session":"…","transport":"http","non_json_messages":0}
@@ -29,9 +31,9 @@ import { createWebSocketStream } from "@agentclientprotocol/sdk/experimental/ws-
 import { WebSocket } from "ws";
 
 const USAGE =
-  "usage: acp-client.mjs --url http(s)|ws(s)://HOST:PORT/acp [--token T] [--mode normal|cancel|env|pid|init] " +
+  "usage: acp-client.mjs --url http(s)|ws(s)://HOST:PORT/acp [--token T] [--mode normal|cancel|env|pid|init|session] " +
   "[--cwd DIR] [--prompt TEXT] [--timeout-ms N]";
-const MODES = ["normal", "cancel", "env", "pid", "init"];
+const MODES = ["normal", "cancel", "env", "pid", "init", "session"];
 
 function die(code, msg) {
   process.stderr.write(`acp-client: ${msg}\n`);
@@ -195,11 +197,26 @@ try {
       clientInfo: { name: "e2e-acp-client", version: "1.0.0" },
     });
     const out = { agent: init.agentInfo?.name ?? null, protocol_version: init.protocolVersion, transport };
+    if (opts.mode === "session") {
+      out.agent_version = init.agentInfo?.version ?? null;
+      out.agent_capabilities = init.agentCapabilities ?? null;
+      out.auth_methods = (init.authMethods ?? []).map((m) => m.id);
+    }
     if (opts.mode === "init") return out;
 
     phase = "session/new";
-    const { sessionId } = await ctx.request(acp.methods.agent.session.new, { cwd: opts.cwd, mcpServers: [] });
+    const created = await ctx.request(acp.methods.agent.session.new, { cwd: opts.cwd, mcpServers: [] });
+    const { sessionId } = created;
     out.session = sessionId;
+    if (opts.mode === "session") {
+      out.models = (created.models?.availableModels ?? []).map((m) => m.modelId);
+      out.current_model = created.models?.currentModelId ?? null;
+      out.modes = (created.modes?.availableModes ?? []).map((m) => m.id);
+      out.current_mode = created.modes?.currentModeId ?? null;
+      out.config_options = (created.configOptions ?? []).map((o) => o.id);
+      phase = "close";
+      return out;
+    }
 
     const text = opts.prompt ?? { normal: "hello", cancel: "slow", env: "env", pid: "pid" }[opts.mode];
     phase = `session/prompt ${JSON.stringify(text)}`;
