@@ -59,8 +59,30 @@ tar -xzf "$work/npm-$NPM_VERSION.tgz" -C "$fs/usr/local/lib/node_modules/npm" --
 ln -s ../lib/node_modules/npm/bin/npm-cli.js "$fs/usr/local/bin/npm"
 ln -s ../lib/node_modules/npm/bin/npx-cli.js "$fs/usr/local/bin/npx"
 
-# As the official image: the account `node` (uid/gid 1000), deb822 sources with security
-# updates, no package lists or caches.
+# As the official image (FROM debian:bookworm-slim): the account `node` (uid/gid 1000), deb822
+# sources with security updates, the slim variant's dpkg excludes (no docs but copyright
+# files, no man pages or translations) and apt's docker-clean, no package lists or caches.
+mkdir -p "$fs/etc/dpkg/dpkg.cfg.d"
+cat >"$fs/etc/dpkg/dpkg.cfg.d/docker" <<'DPKG'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/groff/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/linda/*
+path-exclude /usr/share/lintian/*
+path-exclude /usr/share/locale/*
+path-include /usr/share/locale/locale.alias
+path-exclude /usr/share/man/*
+DPKG
+cat >"$fs/etc/apt/apt.conf.d/docker-clean" <<'APT'
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+APT
+find "$fs/usr/share/doc" -mindepth 2 ! -name copyright -delete 2>/dev/null || true
+rm -rf "$fs"/usr/share/man/* "$fs"/usr/share/info/* "$fs"/usr/share/groff/* "$fs"/usr/share/lintian/*
+find "$fs/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} + 2>/dev/null || true
 chroot "$fs" groupadd --gid 1000 node
 chroot "$fs" useradd --uid 1000 --gid node --shell /bin/bash --create-home node
 rm -f "$fs/etc/apt/sources.list"
