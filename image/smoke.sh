@@ -8,7 +8,8 @@
 # Prints a checklist, one figure or verdict per line; exits 1 naming the first failed step.
 # Usage: image/smoke.sh [--keep]   (root; --keep leaves the container running at the end
 # instead of stopping it, for a look inside; the stop checks are then skipped)
-# Env: SMOKE_IMAGE (default localhost/sandbox-supervisor:smoke), SMOKE_PAUSE_SECS (40).
+# Env: SMOKE_IMAGE (default localhost/sandbox-supervisor:smoke), SMOKE_PAUSE_SECS (40),
+# SMOKE_NO_CARGO=1 (use the static binary already built instead of image/build-binary.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -77,7 +78,11 @@ ok "base image" "$(tail -1 "$work/base.log" | sed 's/^local-base: //') ($(( $(da
 
 step=binary
 t=$(date +%s)
-image/build-binary.sh >"$work/binary.log" 2>&1 || { tail -30 "$work/binary.log"; fail "image/build-binary.sh failed"; }
+if [ "${SMOKE_NO_CARGO:-0}" = 1 ]; then
+  [ -x target/x86_64-unknown-linux-musl/release/supervisor ] || fail "SMOKE_NO_CARGO=1 but target/x86_64-unknown-linux-musl/release/supervisor is missing"
+else
+  image/build-binary.sh >"$work/binary.log" 2>&1 || { tail -30 "$work/binary.log"; fail "image/build-binary.sh failed"; }
+fi
 ok "static binary" "$(target/x86_64-unknown-linux-musl/release/supervisor --version) ($(( $(date +%s) - t )) s)"
 
 # ---- build -----------------------------------------------------------------------------------
@@ -107,8 +112,9 @@ else
   # Any npm config in the image naming a CA file.
   leaked=$(find "$mnt" -xdev \( -name .npmrc -o -name npmrc \) -type f -size +0 -exec grep -l -i cafile {} + 2>/dev/null)
   [ -z "$leaked" ] || fail "npm config with a cafile in the image: ${leaked//$mnt/}"
-  # The machine's extra CAs (those not in Debian's ca-certificates set) appear nowhere.
-  for c in "$mnt"/usr/share/ca-certificates/mozilla/*.crt; do openssl x509 -noout -fingerprint -sha256 -in "$c"; done | sort -u >"$work/debian.fp"
+  # The machine's extra CAs (in its bundle, not among its distribution's ca-certificates
+  # roots, e.g. an egress proxy's) appear nowhere in the image.
+  for c in /usr/share/ca-certificates/mozilla/*.crt; do openssl x509 -noout -fingerprint -sha256 -in "$c"; done | sort -u >"$work/debian.fp"
   awk -v dir="$work" '/-----BEGIN CERTIFICATE-----/ { n++; f = dir "/host-" n ".pem" } f { print > f } /-----END CERTIFICATE-----/ { close(f); f = "" }' "$CA"
   extras=0
   : >"$work/needles"
@@ -155,10 +161,14 @@ users=$(in_ctr ps -o user= -p "$(jq -r '[.services[].pid] | map(tostring) | join
 ok services "$(jq -r '[.services[].name] | join(", ")' <<<"$st") ready as user; port guard active on $(jq -c .port_guard.ports <<<"$st")"
 
 step=memory
-pss_kb() { in_ctr sh -c 'cat /proc/[0-9]*/smaps_rollup 2>/dev/null' | awk '/^Pss:/ { s += $2 } END { print s + 0 }'; }
+# Every process of the container, read with the host's root (a container's root may not read
+# smaps of `user`'s processes): its own mount and pid namespace, so its own /proc.
+CPID=$(podman inspect --format '{{.State.Pid}}' "$NAME")
+pss_kb() { nsenter -t "$CPID" -m -p sh -c 'cat /proc/[0-9]*/smaps_rollup 2>/dev/null' | awk '/^Pss:/ { s += $2 } END { print s + 0 }'; }
+nprocs() { nsenter -t "$CPID" -m -p sh -c 'ls -d /proc/[0-9]* | wc -l'; }
 PSS_READY=$(pss_kb)
 [ "$PSS_READY" -gt 0 ] || fail "could not read /proc/*/smaps_rollup in the container"
-ok "PSS at ready (snapshot)" "$(mib $((PSS_READY * 1024))) (≈ $(awk -v k="$PSS_READY" 'BEGIN { printf "%.1f", k / 1048576 * 4 }') s of E2B pause at 4 s/GiB)"
+ok "PSS at ready (snapshot)" "$(mib $((PSS_READY * 1024))) in $(nprocs) processes (≈ $(awk -v k="$PSS_READY" 'BEGIN { printf "%.1f", k / 1048576 * 4 }') s of E2B pause at 4 s/GiB)"
 
 # ---- through the published port --------------------------------------------------------------
 step="public host"
@@ -204,7 +214,8 @@ acp_pid=$(jq -r .pid <<<"$acp")
 agent_pid=$(in_ctr ps -o pid= --ppid "$acp_pid" | head -1 | tr -d ' ')
 [ -n "$agent_pid" ] || fail "supervisor acp (pid $acp_pid) has no agent child"
 for pid in "$acp_pid" "$agent_pid"; do
-  in_ctr cat "/proc/$pid/environ" | SECRET="$SECRET" node -e \
+  # As the process's owner (`user`): a container's root may not read another user's environ.
+  podman exec -u "$(in_ctr ps -o user= -p "$pid" | tr -d ' ')" "$NAME" cat "/proc/$pid/environ" | SECRET="$SECRET" node -e \
     'const e = require("fs").readFileSync(0).toString().split("\0"); process.exit(e.includes("SMOKE_SECRET=" + process.env.SECRET) ? 0 : 1)' ||
     fail "pid $pid's environment lacks the injected SMOKE_SECRET"
 done
@@ -214,8 +225,8 @@ step=ACP
 acpr=$(node tests/js/acp-client.mjs --url "http://127.0.0.1:$PUB/_supervisor/acp" --token "$TOKEN" --mode session --cwd /app --timeout-ms 60000 2>"$work/acp.err") ||
   { cat "$work/acp.err"; fail "acp-client.mjs failed"; }
 jq -e '.protocol_version == 1 and (.session | length > 0)' <<<"$acpr" >/dev/null || fail "unexpected answer: $acpr"
-ok ACP "$(jq -r '"\(.agent) \(.agent_version): initialize protocol \(.protocol_version), session/new \(.session[0:8])…, models \(.models | join(","))"' <<<"$acpr")"
-jq -c '{agent_capabilities, auth_methods, modes, current_mode, current_model, config_options}' <<<"$acpr" >"$work/acp-details.json"
+ok ACP "$(jq -r '"\(.agent) \(.agent_version): initialize protocol \(.protocol_version), session/new \(.session[0:8])…, models \((.config_options.model.values // .models) | join(","))"' <<<"$acpr")"
+jq -c '{agent_capabilities, auth_methods, modes, current_mode, config_options}' <<<"$acpr" >"$work/acp-details.json"
 echo "       ACP details: $(cat "$work/acp-details.json")"
 
 step=MCP
@@ -226,7 +237,6 @@ ok MCP "$(jq '.tools | length' <<<"$mcpr") tools; browser_navigate http://localh
 
 # ---- envd: every loopback listener forwarded on the container's address ----------------------
 step=envd
-CPID=$(podman inspect --format '{{.State.Pid}}' "$NAME")
 CIP=$(nsenter -t "$CPID" -n ip -4 -o addr show scope global | awk '{ sub("/.*", "", $4); print $4; exit }')
 [ -n "$CIP" ] || fail "no address in the container's network namespace"
 loopback=$(nsenter -t "$CPID" -n ss -ltnH | awk '{ print $4 }' | sed -n 's/^127\.0\.0\.1:\([0-9]*\)$/\1/p' | sort -un)
@@ -277,7 +287,7 @@ if [ "$KEEP" = 1 ]; then
   echo "smoke: --keep: container $NAME left running (port 3000 at 127.0.0.1:$PUB)"
 else
   step=stop
-  nprocs=$(in_ctr sh -c 'ls -d /proc/[0-9]* | wc -l')
+  n=$(nprocs)
   t=$(now_ms)
   podman stop -t $((DEADLINE + 10)) "$NAME" >/dev/null 2>"$work/stop.err" || { cat "$work/stop.err"; fail "podman stop failed"; }
   took=$(( $(now_ms) - t ))
@@ -286,7 +296,7 @@ else
   podman logs "$NAME" 2>&1 | grep -q 'all services stopped' || fail "the supervisor never logged 'all services stopped'"
   ! podman logs "$NAME" 2>&1 | grep -q 'killing everything' || fail "the supervisor had to kill everything"
   [ "$(podman inspect --format '{{.State.Status}}' "$NAME")" = exited ] || fail "container not exited"
-  ok "$step" "podman stop -> exited in $took ms (deadline ${DEADLINE} s), all ${nprocs} processes ended by the supervisor, no SIGKILL"
+  ok "$step" "podman stop -> exited in $took ms (deadline ${DEADLINE} s), its ${n} processes ended without SIGKILL"
 fi
 
 echo "smoke: all checks passed in $(( $(date +%s) - T_START )) s"

@@ -213,7 +213,11 @@ try {
       out.current_model = created.models?.currentModelId ?? null;
       out.modes = (created.modes?.availableModes ?? []).map((m) => m.id);
       out.current_mode = created.modes?.currentModeId ?? null;
-      out.config_options = (created.configOptions ?? []).map((o) => o.id);
+      // Session config options (e.g. model, mode): id -> current value and the values offered.
+      const values = (opts) => (opts ?? []).flatMap((v) => (Array.isArray(v.options) ? values(v.options) : [v.value]));
+      out.config_options = Object.fromEntries(
+        (created.configOptions ?? []).map((o) => [o.id, { current: o.currentValue ?? null, values: values(o.options) }]),
+      );
       phase = "close";
       return out;
     }
