@@ -615,7 +615,10 @@ fn dockerfile_trims_docs_caches_and_package_lists() {
     let before_install = &apt[..apt.find("apt-get install").unwrap()];
     assert!(before_install.contains("path-exclude"), "the dpkg excludes must be in place before apt-get install");
     for r in runs.iter().filter(|r| r.contains("npm ci")) {
-        assert!(r.contains("rm -rf /root/.npm"), "image/Dockerfile: every `npm ci` RUN must drop npm's cache (/root/.npm): {r}");
+        assert!(
+            r.contains("rm -rf /root/.npm /tmp/node-compile-cache"),
+            "image/Dockerfile: every `npm ci` RUN must drop npm's cache (/root/.npm) and Node's compile cache (/tmp/node-compile-cache): {r}"
+        );
     }
 }
 
