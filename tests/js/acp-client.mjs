@@ -4,7 +4,7 @@
 //   ws(s)://…    -> createWebSocketStream (@agentclientprotocol/sdk/experimental/ws-client; with the `ws` package)
 //
 // Usage:
-//   node acp-client.mjs --url http://127.0.0.1:3002/acp [--token T] [--mode normal|cancel|env|pid|init|echo|big|bigsend]
+//   node acp-client.mjs --url http://127.0.0.1:3002/acp [--token T] [--mode normal|cancel|env|pid|init|session|echo|big|bigsend]
 //                       [--cwd /tmp] [--prompt TEXT] [--timeout-ms 30000] [--origin O]
 //                       [--tag T] [--count N] [--delay-ms D] [--abandon-after-ms N] [--bytes N]
 //
@@ -19,6 +19,8 @@
 //   env     prompt "env"
 //   pid     prompt "pid"
 //   init    initialize only (no session)
+//   session initialize and session/new only (no prompt): also prints the agent's capabilities and the
+//           session's models and modes (what a real agent offers offline)
 //   echo    N (--count, default 10) concurrent "_e2e/echo" requests {tag: "<--tag>-<i>", delayMs: --delay-ms};
 //           every answer must carry the tag of the request it answers (an SDK client numbers its requests
 //           from the same start, so two clients' ids collide). Prints {echo_ok, echo_mismatch, echo_tags}.
@@ -39,9 +41,9 @@ import { createWebSocketStream } from "@agentclientprotocol/sdk/experimental/ws-
 import { WebSocket } from "ws";
 
 const USAGE =
-  "usage: acp-client.mjs --url http(s)|ws(s)://HOST:PORT/acp [--token T] [--mode normal|cancel|env|pid|init] " +
+  "usage: acp-client.mjs --url http(s)|ws(s)://HOST:PORT/acp [--token T] [--mode normal|cancel|env|pid|init|session] " +
   "[--cwd DIR] [--prompt TEXT] [--timeout-ms N]";
-const MODES = ["normal", "cancel", "env", "pid", "init", "echo", "big", "bigsend"];
+const MODES = ["normal", "cancel", "env", "pid", "init", "session", "echo", "big", "bigsend"];
 
 function die(code, msg) {
   process.stderr.write(`acp-client: ${msg}\n`);
@@ -218,6 +220,11 @@ try {
       clientInfo: { name: "e2e-acp-client", version: "1.0.0" },
     });
     const out = { agent: init.agentInfo?.name ?? null, protocol_version: init.protocolVersion, transport };
+    if (opts.mode === "session") {
+      out.agent_version = init.agentInfo?.version ?? null;
+      out.agent_capabilities = init.agentCapabilities ?? null;
+      out.auth_methods = (init.authMethods ?? []).map((m) => m.id);
+    }
     if (opts.mode === "init") return out;
     if (opts.mode === "echo") {
       phase = `echo x${opts.count}`;
@@ -260,8 +267,22 @@ try {
     }
 
     phase = "session/new";
-    const { sessionId } = await ctx.request(acp.methods.agent.session.new, { cwd: opts.cwd, mcpServers: [] });
+    const created = await ctx.request(acp.methods.agent.session.new, { cwd: opts.cwd, mcpServers: [] });
+    const { sessionId } = created;
     out.session = sessionId;
+    if (opts.mode === "session") {
+      out.models = (created.models?.availableModels ?? []).map((m) => m.modelId);
+      out.current_model = created.models?.currentModelId ?? null;
+      out.modes = (created.modes?.availableModes ?? []).map((m) => m.id);
+      out.current_mode = created.modes?.currentModeId ?? null;
+      // Session config options (e.g. model, mode): id -> current value and the values offered.
+      const values = (opts) => (opts ?? []).flatMap((v) => (Array.isArray(v.options) ? values(v.options) : [v.value]));
+      out.config_options = Object.fromEntries(
+        (created.configOptions ?? []).map((o) => [o.id, { current: o.currentValue ?? null, values: values(o.options) }]),
+      );
+      phase = "close";
+      return out;
+    }
 
     const text = opts.prompt ?? { normal: "hello", cancel: "slow", env: "env", pid: "pid" }[opts.mode];
     phase = `session/prompt ${JSON.stringify(text)}`;

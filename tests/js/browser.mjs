@@ -3,10 +3,13 @@
 //   {"before":"...","after":"...","reloaded":false,"hmr_ms":123}
 // Usage:
 //   node browser.mjs --cdp http://127.0.0.1:9222 [--token T] --page URL --file APP_TSX
-//   node browser.mjs --launch [--map HOST] --page URL --file APP_TSX
+//   node browser.mjs --launch [--map HOST] --page URL --file APP_TSX [--exec "podman exec -i -u user NAME"]
 // --cdp attaches to a running Chromium (the stack's own, or through /_supervisor/cdp);
 // --launch starts a headless /usr/bin/chromium that resolves HOST to 127.0.0.1.
+// --exec PREFIX reads and writes APP_TSX through a command (words split on spaces; `cat FILE`
+// and `sh -c 'cat > FILE'` are appended), e.g. a file inside a container (image/smoke.sh).
 import { chromium } from "playwright-core";
+import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 
 const arg = (name) => {
@@ -17,6 +20,10 @@ const has = (name) => process.argv.includes(`--${name}`);
 const pageUrl = arg("page");
 const file = arg("file");
 const token = arg("token");
+const exec = arg("exec")?.split(" ").filter(Boolean);
+const run = (words, input) => execFileSync(words[0], words.slice(1), { input, encoding: "utf8", timeout: 20000 });
+const readSource = () => (exec ? run([...exec, "cat", file]) : readFileSync(file, "utf8"));
+const writeSource = (text) => (exec ? run([...exec, "sh", "-c", 'cat > "$1"', "sh", file], text) : writeFileSync(file, text));
 
 let browser;
 let ownsBrowser = false;
@@ -50,15 +57,15 @@ try {
   }, null, { timeout: 15000 });
   await page.evaluate(() => { window.__notReloaded = true; });
   const marker = `Edited ${Date.now()}`;
-  const src = readFileSync(file, "utf8");
+  const src = readSource();
   if (!src.includes(before)) throw new Error(`App.tsx does not contain ${JSON.stringify(before)}`);
   const t0 = Date.now();
-  writeFileSync(file, src.replace(before, marker));
+  writeSource(src.replace(before, marker));
   await page.waitForFunction((m) => document.querySelector("h1")?.textContent?.includes(m), marker, { timeout: 20000 });
   const hmrMs = Date.now() - t0;
   const after = (await h1.textContent()).trim();
   const reloaded = !(await page.evaluate(() => window.__notReloaded === true));
-  writeFileSync(file, src);
+  writeSource(src);
   await page.close();
   console.log(JSON.stringify({ before, after, reloaded, hmr_ms: hmrMs }));
 } catch (e) {

@@ -485,3 +485,158 @@ fn static_binary_is_built() {
     let out = Command::new(&path).arg("--version").output().unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
     assert!(out.status.success(), "{} --version fails:\n{}", path.display(), show(&out));
 }
+
+// ---- Node 24, the pinned npm packages, the trimmed image, the smoke test's inputs ----------
+
+fn json_file(rel: &str) -> serde_json::Value {
+    let path = repo_root().join(rel);
+    serde_json::from_str(&read(&path)).unwrap_or_else(|e| panic!("{}: invalid JSON: {e}", path.display()))
+}
+
+/// `NAME=value` assigned at the start of a line of a shell script.
+fn sh_var(script: &str, name: &str) -> String {
+    let path = repo_root().join(script);
+    read(&path)
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("{} has no `{name}=` line", path.display()))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn image_and_machines_run_node_24_lts() {
+    let instrs = dockerfile();
+    let base = instrs.iter().find(|i| i.keyword == "FROM").unwrap().rest();
+    assert!(
+        base.starts_with("node:24-bookworm-slim"),
+        "image/Dockerfile must start FROM node:24-bookworm-slim (Node 24 LTS; Node 20 is past its end of life), found `{base}`"
+    );
+    // setup.sh installs the same Node the local stand-in base ships, integrity-checked.
+    for var in ["NODE_VERSION", "NODE_INTEGRITY"] {
+        let (setup, base) = (sh_var("scripts/setup.sh", var), sh_var("image/local-base.sh", var));
+        assert_eq!(setup, base, "{var} differs between scripts/setup.sh and image/local-base.sh");
+    }
+    let version = sh_var("scripts/setup.sh", "NODE_VERSION");
+    assert!(version.starts_with("24.") && version.split('.').count() == 3, "scripts/setup.sh: NODE_VERSION={version} must be an exact 24.x.y");
+    assert!(sh_var("scripts/setup.sh", "NODE_INTEGRITY").starts_with("sha512-"), "scripts/setup.sh: NODE_INTEGRITY must be the tarball's sha512");
+    assert_eq!(sh_var("image/local-base.sh", "BASE"), "localhost/node:24-bookworm-slim", "image/local-base.sh must make the base the Dockerfile names");
+}
+
+/// Every dependency of a package.json is an exact `x.y.z` and the lock was made from it.
+fn assert_pinned_and_locked(dir: &str) -> serde_json::Value {
+    let pkg = json_file(&format!("{dir}/package.json"));
+    let lock = json_file(&format!("{dir}/package-lock.json"));
+    for field in ["dependencies", "devDependencies"] {
+        let Some(deps) = pkg[field].as_object() else { continue };
+        for (name, spec) in deps {
+            let spec = spec.as_str().unwrap_or_default();
+            assert!(
+                spec.split('.').count() == 3 && spec.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())),
+                "{dir}/package.json: {field}.{name} = `{spec}` must be an exact version"
+            );
+            assert_eq!(lock["packages"][""][field][name].as_str(), Some(spec), "{dir}/package-lock.json is not in step with package.json for {name}: run npm install");
+            assert_eq!(
+                lock["packages"][format!("node_modules/{name}")]["version"].as_str(),
+                Some(spec),
+                "{dir}/package-lock.json locks another version of {name}"
+            );
+        }
+    }
+    lock
+}
+
+#[test]
+fn opt_pins_the_maintained_acp_agent_and_the_config_runs_its_bin() {
+    let lock = assert_pinned_and_locked("opt");
+    let pkg = json_file("opt/package.json");
+    let deps = pkg["dependencies"].as_object().expect("opt/package.json has dependencies");
+    assert!(!deps.contains_key("@zed-industries/claude-agent-acp"), "opt/package.json: @zed-industries/claude-agent-acp stopped at 0.23.1; use @agentclientprotocol/claude-agent-acp");
+    assert!(deps.contains_key("@agentclientprotocol/claude-agent-acp"), "opt/package.json must pin @agentclientprotocol/claude-agent-acp");
+    assert!(deps.contains_key("@playwright/mcp"), "opt/package.json must pin @playwright/mcp");
+    let agent = &lock["packages"]["node_modules/@agentclientprotocol/claude-agent-acp"];
+    // Its engines must admit the image's Node (24).
+    let engines = agent["engines"]["node"].as_str().unwrap_or(">=0");
+    let min: u32 = engines.trim_start_matches(">=").split('.').next().unwrap().trim().parse().unwrap_or(0);
+    assert!(engines.starts_with(">=") && min <= 24, "claude-agent-acp needs node `{engines}`: the image has Node 24");
+    // The acp service runs ${CONFIG_DIR}/node_modules/.bin/<the package's bin>.
+    let bins: Vec<&String> = agent["bin"].as_object().expect("the agent package has a bin").keys().collect();
+    let toml = read(&repo_root().join("opt/supervisor.toml"));
+    assert!(
+        bins.iter().any(|b| toml.contains(&format!("\"${{CONFIG_DIR}}/node_modules/.bin/{b}\""))),
+        "opt/supervisor.toml's acp command must run ${{CONFIG_DIR}}/node_modules/.bin/ one of {bins:?}"
+    );
+    for b in ["playwright-mcp"] {
+        assert!(toml.contains(&format!("${{CONFIG_DIR}}/node_modules/.bin/{b}")), "opt/supervisor.toml must run {b} from opt/node_modules");
+    }
+}
+
+#[test]
+fn app_template_pins_vite_8_react_19_and_tailwind_4() {
+    assert_pinned_and_locked("app-template");
+    let pkg = json_file("app-template/package.json");
+    let dep = |name: &str| -> String {
+        pkg["dependencies"][name].as_str().or_else(|| pkg["devDependencies"][name].as_str()).unwrap_or_else(|| panic!("app-template/package.json lacks {name}")).to_string()
+    };
+    for (name, major) in [("vite", "8."), ("react", "19."), ("react-dom", "19."), ("tailwindcss", "4."), ("@tailwindcss/vite", "4."), ("@vitejs/plugin-react", "6.")] {
+        assert!(dep(name).starts_with(major), "app-template: {name} {} is not {major}x", dep(name));
+    }
+    assert_eq!(dep("tailwindcss"), dep("@tailwindcss/vite"), "tailwindcss and @tailwindcss/vite must be the same release");
+}
+
+#[test]
+fn no_npm_credentials_or_ca_can_reach_the_image() {
+    // The build CA arrives only as a build-time mount (image/smoke.sh); the Dockerfile never
+    // names it, and no npm config travels in a COPY source.
+    let text = read(&image_file("Dockerfile"));
+    let code: String = text.lines().filter(|l| !l.trim_start().starts_with('#')).collect::<Vec<_>>().join("\n");
+    for needle in ["cafile", "NODE_EXTRA_CA_CERTS", ".npmrc", "npm_config_", "NPM_CONFIG_", "--mount"] {
+        assert!(!code.contains(needle), "image/Dockerfile must not mention `{needle}`: npm's CA/config is a build-time mount only");
+    }
+    for c in copies(&dockerfile()) {
+        for src in &c.sources {
+            let path = repo_root().join(source_path(src));
+            for rc in [".npmrc", "npmrc"] {
+                assert!(!path.join(rc).exists(), "{}/{rc} would be copied into the image", path.display());
+            }
+        }
+    }
+    let smoke = read(&image_file("smoke.sh"));
+    assert!(smoke.contains("NODE_EXTRA_CA_CERTS") && smoke.contains(":ro\""), "image/smoke.sh mounts the machine's npm CA read-only for the build");
+}
+
+#[test]
+fn dockerfile_trims_docs_caches_and_package_lists() {
+    let runs: Vec<String> = dockerfile().iter().filter(|i| i.keyword == "RUN").map(Instr::rest).collect();
+    let apt = runs.iter().find(|r| r.contains("apt-get install")).expect("image/Dockerfile installs Debian packages");
+    for must in ["path-exclude=/usr/share/doc/*", "path-exclude=/usr/share/man/*", "rm -rf /var/lib/apt/lists/*", "apt-get clean"] {
+        assert!(apt.contains(must), "image/Dockerfile's apt-get RUN must do `{must}` (free size): {apt}");
+    }
+    let before_install = &apt[..apt.find("apt-get install").unwrap()];
+    assert!(before_install.contains("path-exclude"), "the dpkg excludes must be in place before apt-get install");
+    for r in runs.iter().filter(|r| r.contains("npm ci")) {
+        assert!(
+            r.contains("rm -rf /root/.npm /tmp/node-compile-cache"),
+            "image/Dockerfile: every `npm ci` RUN must drop npm's cache (/root/.npm) and Node's compile cache (/tmp/node-compile-cache): {r}"
+        );
+    }
+}
+
+#[test]
+fn smoke_test_reads_the_commands_from_template_ts() {
+    // image/smoke.sh reads `export const startCmd = '...'` lines with sed: keep that form.
+    let text = read(&image_file("template.ts"));
+    for name in ["startCmd", "readyCmd"] {
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("export const {name} = '")) && l.ends_with('\'')),
+            "image/template.ts: `{name}` must stay one line `export const {name} = '...'` (image/smoke.sh reads it)"
+        );
+    }
+    let smoke = read(&image_file("smoke.sh"));
+    assert!(smoke.contains("ts_const startCmd") && smoke.contains("ts_const readyCmd"), "image/smoke.sh must take both commands from template.ts");
+    assert!(smoke.contains("-f image/Dockerfile"), "image/smoke.sh must build image/Dockerfile itself");
+    for f in ["smoke.sh", "local-base.sh"] {
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(image_file(f)).unwrap().permissions());
+        assert!(mode & 0o111 != 0, "image/{f} must be executable");
+    }
+}
