@@ -301,6 +301,12 @@ try {
       prompt: [{ type: "text", text }],
     });
     if (cancelError) { phase = "session/cancel"; throw cancelError; }
+    // The client SDK can resolve the prompt before it has run the handler of the update the
+    // agent sent just before its answer (seen under load, as in "big" mode): wait, bounded,
+    // for the update the agent sends after a permission answer.
+    for (let i = 0; i < 100 && permissionAsked && !chunks.some((c) => c.startsWith("permission:")); i++) {
+      await new Promise((res) => setTimeout(res, 20));
+    }
     Object.assign(out, {
       stop: response.stopReason,
       chunks: [...chunks],
