@@ -1027,3 +1027,19 @@ impl SseClient {
         }
     }
 }
+
+/// The `[services.vite]` table of a test stack: the app dir's own Vite on `port`, ready
+/// once it answers Vite's ping, unless `readiness` (a probe's inline table) replaces that.
+pub fn vite_service(port: u16, readiness: Option<&str>) -> String {
+    let ping = format!(r#"{{ http = "http://127.0.0.1:{port}/", headers = {{ Accept = "text/x-vite-ping" }}, status = 204, period = "2s" }}"#);
+    format!(
+        r#"
+[services.vite]
+command = ["${{APP_DIR}}/node_modules/.bin/vite", "--host", "127.0.0.1", "--port", "{port}", "--strictPort"]
+cwd = "${{APP_DIR}}"
+port = {port}
+readiness = {}
+"#,
+        readiness.unwrap_or(&ping)
+    )
+}

@@ -42,18 +42,23 @@ depends_on = { a = "started" }
     Ok(())
 }
 
-#[test]
-fn crash_loop_ends_in_failed_after_the_limit() -> anyhow::Result<()> {
-    // retry_after = "never": the terminal `failed` of a crash loop (SPEC §4).
-    let s = Stack::start(
+/// A service that exits 3 at once, given up on after 3 restarts, retried after `retry_after`.
+fn crashy(retry_after: &str) -> String {
+    format!(
         r#"
 [services.crashy]
 command = ["sh", "-c", "echo boom; exit 3"]
 restart = "always"
-backoff = { initial = "10ms", max = "50ms" }
-crash_loop = { max_restarts = 3, window = "60s", retry_after = "never" }
-"#,
-    )?;
+backoff = {{ initial = "10ms", max = "50ms" }}
+crash_loop = {{ max_restarts = 3, window = "60s", retry_after = "{retry_after}" }}
+"#
+    )
+}
+
+#[test]
+fn crash_loop_ends_in_failed_after_the_limit() -> anyhow::Result<()> {
+    // retry_after = "never": the terminal `failed` of a crash loop (SPEC §4).
+    let s = Stack::start(&crashy("never"))?;
     let v = s.wait_state("crashy", "failed", T)?;
     assert_eq!(v["restarts"], 3, "{v}");
     assert_eq!(v["last_exit"]["code"], 3, "{v}");
@@ -76,15 +81,7 @@ crash_loop = { max_restarts = 3, window = "60s", retry_after = "never" }
 #[test]
 fn a_failed_crash_loop_is_retried_after_retry_after() -> anyhow::Result<()> {
     // SPEC §4: never given up on for good; retried every crash_loop.retry_after.
-    let s = Stack::start(
-        r#"
-[services.crashy]
-command = ["sh", "-c", "echo boom; exit 3"]
-restart = "always"
-backoff = { initial = "10ms", max = "50ms" }
-crash_loop = { max_restarts = 3, window = "60s", retry_after = "2s" }
-"#,
-    )?;
+    let s = Stack::start(&crashy("2s"))?;
     let failed = s.wait_state("crashy", "failed", T)?;
     let t_failed = std::time::Instant::now();
     assert_eq!(failed["restarts"], 3, "{failed}");

@@ -43,13 +43,10 @@ impl ViteStack {
 fn vite_stack(extra: &str, vite_extra: &str) -> Result<ViteStack> {
     let app = copy_app_template()?;
     let vite_port = free_port();
+    let vite = vite_service(vite_port, None);
     let config = format!(
         r#"
-[services.vite]
-command = ["${{APP_DIR}}/node_modules/.bin/vite", "--host", "127.0.0.1", "--port", "{vite_port}", "--strictPort"]
-cwd = "${{APP_DIR}}"
-port = {vite_port}
-readiness = {{ http = "http://127.0.0.1:{vite_port}/", headers = {{ Accept = "text/x-vite-ping" }}, status = 204, period = "2s" }}
+{vite}
 {vite_extra}
 {extra}
 "#
@@ -428,15 +425,8 @@ fn the_proxy_holds_back_a_serving_vite_until_its_readiness_passes() -> Result<()
     // "starting" while Vite itself already answers 200 directly, and the app once ready.
     let app = copy_app_template()?;
     let port = free_port();
-    let config = format!(
-        r#"
-[services.vite]
-command = ["${{APP_DIR}}/node_modules/.bin/vite", "--host", "127.0.0.1", "--port", "{port}", "--strictPort"]
-cwd = "${{APP_DIR}}"
-port = {port}
-readiness = {{ exec = ["sh", "-c", "test -f {{DIR}}/gate && curl -sf -o /dev/null -H 'Accept: text/x-vite-ping' http://127.0.0.1:{port}/"], period = "300ms" }}
-"#
-    );
+    let gate = format!(r#"{{ exec = ["sh", "-c", "test -f {{DIR}}/gate && curl -sf -o /dev/null -H 'Accept: text/x-vite-ping' http://127.0.0.1:{port}/"], period = "300ms" }}"#);
+    let config = vite_service(port, Some(&gate));
     let s = Stack::start_with(&config, StackOptions { app_dir: Some(app.path().join("app")), ..Default::default() })?;
     let direct = format!("http://127.0.0.1:{port}/");
     s.wait_for("vite serving directly", T, |_| Ok(curl(&["--max-time", "3", "-H", "Accept: text/html", &direct]).status == 200))?;

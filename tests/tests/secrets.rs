@@ -35,15 +35,7 @@ impl ViteStack {
 fn vite_stack() -> Result<ViteStack> {
     let app = copy_app_template()?;
     let port = free_port();
-    let config = format!(
-        r#"
-[services.vite]
-command = ["${{APP_DIR}}/node_modules/.bin/vite", "--host", "127.0.0.1", "--port", "{port}", "--strictPort"]
-cwd = "${{APP_DIR}}"
-port = {port}
-readiness = {{ http = "http://127.0.0.1:{port}/", headers = {{ Accept = "text/x-vite-ping" }}, status = 204, period = "2s" }}
-"#
-    );
+    let config = vite_service(port, None);
     let stack = Stack::start_with(&config, StackOptions { app_dir: Some(app.path().join("app")), ..Default::default() })?;
     Ok(ViteStack { stack, app })
 }

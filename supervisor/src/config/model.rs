@@ -54,36 +54,6 @@ pub struct SupervisorSection {
     pub resume_grace: Option<Dur>,
 }
 
-/// `on`/`off`, also accepted as a boolean.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OnOff(pub bool);
-
-impl<'de> Deserialize<'de> for OnOff {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            B(bool),
-            S(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::B(b) => Ok(OnOff(b)),
-            Raw::S(s) => OnOff::parse(&s).map_err(serde::de::Error::custom),
-        }
-    }
-}
-
-impl OnOff {
-    /// Parses `on`/`off`/`true`/`false`.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "on" | "true" | "1" | "yes" => Ok(OnOff(true)),
-            "off" | "false" | "0" | "no" => Ok(OnOff(false)),
-            _ => Err(format!("expected \"on\" or \"off\", got {s:?}")),
-        }
-    }
-}
-
 /// The port guard's mode (SPEC §7): `required` also keeps `/readyz` at 503 while the
 /// guard is not active, so a sandbox is never snapshotted with its internal ports exposed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -119,7 +89,11 @@ impl GuardMode {
         if s.trim().eq_ignore_ascii_case("required") {
             return Ok(GuardMode::Required);
         }
-        OnOff::parse(s).map(|o| if o.0 { GuardMode::On } else { GuardMode::Off }).map_err(|_| format!("expected \"off\", \"on\" or \"required\", got {s:?}"))
+        match s.trim().to_ascii_lowercase().as_str() {
+            "on" | "true" | "1" | "yes" => Ok(GuardMode::On),
+            "off" | "false" | "0" | "no" => Ok(GuardMode::Off),
+            _ => Err(format!("expected \"off\", \"on\" or \"required\", got {s:?}")),
+        }
     }
 }
 
