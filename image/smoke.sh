@@ -158,7 +158,7 @@ notready=$(jq -r '[.services[] | select(.required and .state != "ready") | "\(.n
 users=$(in_ctr ps -o user= -p "$(jq -r '[.services[].pid] | map(tostring) | join(",")' <<<"$st")" | sort -u | tr '\n' ' ')
 [ "$users" = "user " ] || fail "services run as: $users (expected user)"
 [ "$(jq -r .port_guard.active <<<"$st")" = true ] || fail "port guard not active: $(jq -c .port_guard <<<"$st")"
-ok services "$(jq -r '[.services[].name] | join(", ")' <<<"$st") ready as user; port guard active on $(jq -c .port_guard.ports <<<"$st")"
+ok services "$(jq -r '[.services[].name] | join(", ")' <<<"$st") ready as user; port guard active, allowing only $(jq -c .port_guard.allow <<<"$st") besides the listen port"
 
 step=memory
 # Every process of the container, read with the host's root (a container's root may not read

@@ -86,13 +86,20 @@ impl Injected {
             }
             len <= MAX_ENTRY
         });
-        let size = |m: &BTreeMap<String, (Scope, String)>| m.iter().map(|(k, (_, v))| k.len() + v.len() + 2).sum::<usize>();
-        while size(&all) > MAX_TOTAL {
-            // Leave out the largest until the rest fits: the fewest variables lost.
-            let (k, _) = all.iter().max_by_key(|(k, (_, v))| (k.len() + v.len(), std::cmp::Reverse((*k).clone()))).expect("non-empty");
-            let k = k.clone();
-            let (scope, _) = all.remove(&k).expect("present");
-            dropped.push(Dropped { key: k, scope, reason: format!("the injected environment would pass {MAX_TOTAL} bytes") });
+        let mut total: usize = all.iter().map(|(k, (_, v))| k.len() + v.len() + 2).sum();
+        if total > MAX_TOTAL {
+            // Leave out the largest until the rest fits: the fewest variables lost. One
+            // sort, not a scan per variable: the file is the agent's and may hold a lot.
+            let mut by_size: Vec<(usize, String)> = all.iter().map(|(k, (_, v))| (k.len() + v.len() + 2, k.clone())).collect();
+            by_size.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            for (size, k) in by_size {
+                if total <= MAX_TOTAL {
+                    break;
+                }
+                let (scope, _) = all.remove(&k).expect("present");
+                total -= size;
+                dropped.push(Dropped { key: k, scope, reason: format!("the injected environment would pass {MAX_TOTAL} bytes") });
+            }
         }
         Injected { vars: all.into_iter().map(|(k, (_, v))| (k, v)).collect(), dropped }
     }
@@ -136,6 +143,16 @@ mod tests {
         let total: usize = i.vars.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
         assert!(total <= MAX_TOTAL && i.vars.len() == 8, "{total} bytes, {} vars", i.vars.len());
         assert_eq!(i.dropped.len(), 2);
+    }
+
+    #[test]
+    fn a_huge_file_of_small_variables_is_cut_in_one_pass() {
+        let many: Vec<_> = (0..400_000).map(|n| kv(&format!("K{n:07}"), 4)).collect();
+        let t = std::time::Instant::now();
+        let i = Injected::build(many, vec![]);
+        let total: usize = i.vars.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+        assert!(total <= MAX_TOTAL && total > MAX_TOTAL - 64, "{total}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(5), "took {:?}", t.elapsed());
     }
 
     #[test]

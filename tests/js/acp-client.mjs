@@ -41,7 +41,7 @@ import { createWebSocketStream } from "@agentclientprotocol/sdk/experimental/ws-
 import { WebSocket } from "ws";
 
 const USAGE =
-  "usage: acp-client.mjs --url http(s)|ws(s)://HOST:PORT/acp [--token T] [--mode normal|cancel|env|pid|init|session] " +
+  "usage: acp-client.mjs --url http(s)|ws(s)://HOST:PORT/acp [--token T] [--mode normal|cancel|env|pid|init|session|echo|big|bigsend] " +
   "[--cwd DIR] [--prompt TEXT] [--timeout-ms N]";
 const MODES = ["normal", "cancel", "env", "pid", "init", "session", "echo", "big", "bigsend"];
 

@@ -42,7 +42,7 @@ pub async fn run(opts: AcpOptions) -> anyhow::Result<i32> {
         cmd.env("IS_SANDBOX", "1");
     }
     let mut child = cmd.spawn().map_err(|e| anyhow::anyhow!("cannot start the agent {:?}: {e}", opts.agent[0]))?;
-    let pid = child.id().unwrap_or(0) as i32;
+    let pid = child.id().ok_or_else(|| anyhow::anyhow!("the agent exited before it could be watched"))? as i32;
     tracing::info!(pid, agent = %opts.agent[0], "agent started");
     let mut stdin = child.stdin.take().expect("piped stdin");
     let stdout = child.stdout.take().expect("piped stdout");

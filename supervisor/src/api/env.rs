@@ -7,6 +7,7 @@
 //! or echoed.
 
 use super::{ApiError, ApiState};
+use crate::engine::Supervisor;
 use crate::envfile;
 use crate::inject::{Injected, Scope};
 use axum::body::Body;
@@ -79,27 +80,33 @@ impl EnvStore {
         Injected::build(parts.pop().unwrap_or_default(), services)
     }
 
-    /// Applies a validated change to `scope` under the lock and returns the injected
-    /// environment after it. With `limit`, a set key that could not be injected (too
-    /// large for a process environment) refuses the whole change, file untouched.
-    async fn apply(&self, scope: Scope, set: &[(String, String)], unset: &[String], limit: bool) -> Result<Injected, ApiError> {
+    /// Applies a validated change to `scope` under the lock, hands the injected
+    /// environment after it to the engine (still under the lock, so concurrent writers
+    /// publish in order) and returns the services that will restart. With `limit`, a
+    /// change after which a variable would be left out of the injection that was not
+    /// before (a value too large for a process environment, or a total past 1 MiB)
+    /// refuses the whole change, file untouched.
+    async fn apply(&self, sup: &Supervisor, scope: Scope, set: &[(String, String)], unset: &[String]) -> Result<Vec<String>, ApiError> {
         let _guard = self.lock.lock().await;
-        let (app, services) = (self.read(Scope::App).await?, self.read(Scope::Services).await?);
-        let existing = match scope {
-            Scope::App => &app,
-            Scope::Services => &services,
+        let existing = self.read(scope).await?;
+        // The other scope only feeds the limit check: unreadable counts as empty (as at start).
+        let other_scope = if scope == Scope::App { Scope::Services } else { Scope::App };
+        let other = self.read(other_scope).await.unwrap_or_else(|e| {
+            tracing::error!("env injection: {}", e.message);
+            String::new()
+        });
+        let merged = envfile::merge(&existing, set, unset).map_err(env_error)?;
+        let build = |target: &str| match scope {
+            Scope::App => Injected::build(envfile::values(target), envfile::values(&other)),
+            Scope::Services => Injected::build(envfile::values(&other), envfile::values(target)),
         };
-        let merged = envfile::merge(existing, set, unset).map_err(env_error)?;
-        let injected = match scope {
-            Scope::App => Injected::build(envfile::values(&merged), envfile::values(&services)),
-            Scope::Services => Injected::build(envfile::values(&app), envfile::values(&merged)),
-        };
-        if limit {
-            if let Some((k, why)) = set.iter().find_map(|(k, _)| injected.dropped_reason(k, scope).map(|w| (k, w))) {
-                return Err(ApiError::new(StatusCode::BAD_REQUEST, "env_too_large", format!("{k} cannot be injected: {why}")));
+        let (before, injected) = (build(&existing), build(&merged));
+        if sup.has_env_injection() {
+            if let Some(d) = injected.dropped.iter().find(|d| !before.dropped.contains(d)) {
+                return Err(ApiError::new(StatusCode::BAD_REQUEST, "env_too_large", format!("{} cannot be injected: {}", d.key, d.reason)));
             }
         }
-        if merged != *existing {
+        if merged != existing {
             let file = self.file(scope);
             let (path, owner) = (file.path.clone(), file.owner);
             tokio::task::spawn_blocking(move || envfile::write_atomic(&path, &merged, owner))
@@ -107,7 +114,8 @@ impl EnvStore {
                 .map_err(|e| io_error("write", &file.path, std::io::Error::other(e.to_string())))?
                 .map_err(|e| io_error("write", &file.path, e))?;
         }
-        Ok(injected)
+        sup.set_injected_env(injected);
+        Ok(sup.env_changed())
     }
 }
 
@@ -188,10 +196,8 @@ pub async fn post_env(State(st): State<ApiState>, headers: HeaderMap, body: Body
     for k in &change.unset {
         envfile::validate_key(k).map_err(env_error)?;
     }
-    let injected = st.env.apply(scope, &set, &change.unset, st.sup.has_env_injection()).await?;
+    let restarted = st.env.apply(&st.sup, scope, &set, &change.unset).await?;
     tracing::info!(scope = scope.as_str(), set = set.len(), unset = change.unset.len(), "env file updated");
-    st.sup.set_injected_env(injected);
-    let restarted = st.sup.env_changed();
     let set_keys: Vec<&String> = set.iter().map(|(k, _)| k).collect();
     Ok((StatusCode::OK, Json(serde_json::json!({"set": set_keys, "unset": change.unset, "restarted": restarted}))))
 }

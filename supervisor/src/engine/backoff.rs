@@ -21,10 +21,14 @@ impl Backoff {
 
     /// The delay before the next restart, `initial * multiplier^attempt` capped at `max`,
     /// spread by ±`jitter`; `unit` in [0, 1) picks the point in that spread.
+    /// The first delay after a stable run is only ever jittered downwards, so it never
+    /// exceeds `initial` (the 100 ms promise of SPEC §4).
     pub fn next_delay(&mut self, unit: f64) -> Duration {
         let base = self.base_delay();
+        let first = self.attempt == 0;
         self.attempt = self.attempt.saturating_add(1);
-        let spread = base.as_secs_f64() * self.spec.jitter * (2.0 * unit - 1.0);
+        let toward = if first { -unit } else { 2.0 * unit - 1.0 };
+        let spread = base.as_secs_f64() * self.spec.jitter * toward;
         Duration::from_secs_f64((base.as_secs_f64() + spread).max(0.0)).min(self.spec.max)
     }
 
@@ -111,10 +115,15 @@ mod tests {
     fn jitter_stays_within_spread() {
         let mut s = spec();
         s.jitter = 0.2;
-        let lo = Backoff::new(s).next_delay(0.0).as_millis();
-        let hi = Backoff::new(s).next_delay(0.999).as_millis();
-        assert_eq!(lo, 80);
-        assert!((119..=120).contains(&hi), "{hi}");
+        let second = |unit: f64| {
+            let mut b = Backoff::new(s);
+            b.next_delay(0.5);
+            b.next_delay(unit).as_millis()
+        };
+        assert_eq!(second(0.0), 160, "±20% of 200 ms");
+        assert!((239..=240).contains(&second(0.999)), "{}", second(0.999));
+        assert_eq!(Backoff::new(s).next_delay(0.0).as_millis(), 100, "the first is never above initial");
+        assert!((80..=81).contains(&Backoff::new(s).next_delay(0.999).as_millis()), "but jittered downwards");
     }
 
     #[test]
@@ -123,7 +132,7 @@ mod tests {
         let s = &cfg.services[0];
         let mut b = Backoff::new(s.backoff);
         let first = b.next_delay(0.999);
-        assert!(first <= Duration::from_millis(110), "first restart after a stable run waits at most ~100 ms (jitter ±10%): {first:?}");
+        assert!(first <= Duration::from_millis(100), "first restart after a stable run waits at most 100 ms: {first:?}");
         assert!(b.next_delay(0.5) > first, "later restarts back off");
         assert_eq!(s.crash_loop.retry_after, Some(Duration::from_secs(60)), "a crash loop is retried every 60 s by default");
         let never = crate::config::resolve(

@@ -13,15 +13,8 @@ use tokio::time::{sleep, timeout, Instant};
 
 const POLL: Duration = Duration::from_millis(20);
 
-/// Whether any process of group `pgid` is alive (zombies don't count).
-pub fn group_alive(pgid: i32) -> bool {
-    match killpg(Pid::from_raw(pgid), None) {
-        Err(_) => false,
-        Ok(()) => !procs::group(pgid).is_empty(),
-    }
-}
-
-/// [`group_alive`], with the `/proc` scan on a blocking thread.
+/// Whether any process of group `pgid` is alive (zombies don't count); the `/proc` scan
+/// runs on a blocking thread.
 async fn group_alive_async(pgid: i32) -> bool {
     match killpg(Pid::from_raw(pgid), None) {
         Err(_) => false,

@@ -56,6 +56,16 @@ enum Down {
     CrashLoop,
 }
 
+/// What a service that is down does next.
+enum Next {
+    /// Start it.
+    Start,
+    /// Stay down as it is.
+    Wait,
+    /// Stay down, now as stopped by request.
+    Stopped,
+}
+
 /// What woke a service that is down.
 enum Wake {
     Cmd(Option<Control>),
@@ -115,8 +125,9 @@ impl Runner {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 
-    /// Waits, while the service is down, for what brings it back; true to start it.
-    async fn wait_while_down(&mut self, down: Down) -> Option<bool> {
+    /// Waits, while the service is down, for what changes that: `None` when the channel
+    /// closed, else what to do next.
+    async fn wait_while_down(&mut self, down: Down) -> Option<Next> {
         let retry = if down == Down::CrashLoop { self.spec.crash_loop.retry_after } else { None };
         let wake = match retry {
             Some(rest) => tokio::select! {
@@ -126,20 +137,28 @@ impl Runner {
             None => Wake::Cmd(self.ctl.recv().await),
         };
         if self.shared.is_shutting_down() {
-            return if matches!(wake, Wake::Cmd(None)) { None } else { Some(false) };
+            return if matches!(wake, Wake::Cmd(None)) { None } else { Some(Next::Wait) };
         }
         match wake {
             Wake::Cmd(None) => None,
-            Wake::Cmd(Some(Control::Start | Control::Restart)) => Some(true),
+            Wake::Cmd(Some(Control::Start | Control::Restart)) => Some(Next::Start),
+            // A stop of a failed service keeps it down for good: no retry, no env revival.
+            Wake::Cmd(Some(Control::Stop)) if down != Down::Stopped => {
+                self.set(|s| {
+                    s.state = State::Stopped;
+                    s.message = Some("stopped by request".into());
+                });
+                Some(Next::Stopped)
+            }
             Wake::Cmd(Some(Control::EnvChanged)) if down != Down::Stopped => {
                 self.note("the injected environment changed: trying again");
-                Some(true)
+                Some(Next::Start)
             }
-            Wake::Cmd(Some(_)) => Some(false),
+            Wake::Cmd(Some(_)) => Some(Next::Wait),
             Wake::Retry => {
                 tracing::info!(service = %self.spec.name, "retrying after a crash loop");
                 self.note("retrying after the crash loop's rest");
-                Some(true)
+                Some(Next::Start)
             }
         }
     }
@@ -159,8 +178,12 @@ impl Runner {
             if let Some(d) = down {
                 match self.wait_while_down(d).await {
                     None => return,
-                    Some(false) => continue,
-                    Some(true) => {
+                    Some(Next::Wait) => continue,
+                    Some(Next::Stopped) => {
+                        down = Some(Down::Stopped);
+                        continue;
+                    }
+                    Some(Next::Start) => {
                         down = None;
                         backoff.reset();
                         crashes.reset();
