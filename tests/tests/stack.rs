@@ -4,8 +4,8 @@
 //! Chromium, Playwright MCP, the ACP service and Vite on a copy of app-template, behind
 //! port 3000 — each stack inside a network namespace of its own (with a veth to the host,
 //! so the guard is seen working from outside). Namespaces have their own ports, and the
-//! two machine-wide names the config uses (X display :99, the MCP output dir) are given
-//! per-test values, so these tests need no fixed-ports lock. Each prints its figures.
+//! machine-wide names the config uses (X display :99, the MCP output dir, Chromium's
+//! profile in the shared home of the service user) are given per-test values, so these tests need no fixed-ports lock. Each prints its figures.
 
 use e2e::*;
 use serde_json::Value;
@@ -68,7 +68,11 @@ fn start_prod() -> anyhow::Result<Prod> {
         .replace("${CONFIG_DIR}", &repo_root().join("opt").to_string_lossy())
         .replace(":99", &format!(":{display}"))
         .replace("X99", &format!("X{display}"))
-        .replace("/tmp/playwright-mcp-output", &mcp_out.to_string_lossy());
+        .replace("/tmp/playwright-mcp-output", &mcp_out.to_string_lossy())
+        // The profile lives in the service user's (shared) home: one per test, or a second
+        // Chromium finds the first's singleton socket, "opens in the existing session", exits 0.
+        .replace("CHROMIUM_PROFILE_NAME = \"supervisor-chromium\"", &format!("CHROMIUM_PROFILE_NAME = \"supervisor-chromium-e2e-{display}\""));
+    anyhow::ensure!(config.contains(&format!("supervisor-chromium-e2e-{display}")), "the profile name was not made per-test");
     let stack = Stack::start_with(
         &config,
         StackOptions {
@@ -140,9 +144,9 @@ fn the_production_combination_runs_every_service_as_the_user_behind_the_guard() 
     // The guard: active on the internal ports; from outside the namespace only 3000 answers.
     let g = &st["port_guard"];
     assert_eq!(g["active"], true, "{g}");
-    let mut ports: Vec<u64> = g["ports"].as_array().unwrap().iter().filter_map(|v| v.as_u64()).collect();
-    ports.sort();
-    assert_eq!(ports, vec![3001, 3002, 5173, 9222], "{g}");
+    // Default-deny: only the listen port and the allow list (envd) get in from outside.
+    assert_eq!(g["allow"], serde_json::json!([49983]), "{g}");
+    assert_eq!(g["mode"], "on", "{g}");
     let ns_ip = p.ns.ns_ip.clone().unwrap();
     assert!(reachable_from_host(&format!("{ns_ip}:3000")), "the public port answers from outside");
     let readyz = curl(&[&format!("http://{ns_ip}:3000/_supervisor/readyz")]);
