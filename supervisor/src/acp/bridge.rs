@@ -142,7 +142,7 @@ impl Bridge {
             let mut s = self.state();
             s.conns.remove(&conn);
             s.pending.retain(|_, p| p.conn != Some(conn));
-            s.sessions.retain(|_, c| *c != conn);
+            // Its sessions stay known, as orphans, until a client claims them again.
             let ids: Vec<String> = s.agent_requests.iter().filter(|(_, c)| **c == conn).map(|(id, _)| id.clone()).collect();
             for id in &ids {
                 s.agent_requests.remove(id);
@@ -255,8 +255,14 @@ impl Bridge {
                 s.conns.get(&conn).map(|tx| (conn, tx.clone()))
             } else {
                 let cancel_of = (v["method"] == "$/cancel_request").then(|| s.agent_requests.get(&v["params"]["requestId"].to_string()).copied()).flatten();
-                let owner = cancel_of.or_else(|| session_of(&v).and_then(|sid| s.sessions.get(&sid).copied())).filter(|c| s.conns.contains_key(c));
-                let target = owner.or_else(|| s.conns.keys().next_back().copied());
+                let known = session_of(&v).and_then(|sid| s.sessions.get(&sid).copied());
+                let owner = cancel_of.or(known).filter(|c| s.conns.contains_key(c));
+                // A session whose owner has gone is nobody else's: its traffic is not handed
+                // to another client (that would leak one client's agent output to another).
+                let target = match (cancel_of, known) {
+                    (None, Some(_)) => owner,
+                    _ => owner.or_else(|| s.conns.keys().next_back().copied()),
+                };
                 let id = v.get("id").cloned().filter(|id| !id.is_null());
                 match (target, id) {
                     (Some(conn), Some(id)) => {
@@ -341,6 +347,10 @@ impl Bridge {
 /// `conn` owns `sid` from now on (bounded: beyond [`MAX_SESSIONS`], new sessions are not
 /// remembered and their messages go to the most recent connection).
 fn claim(s: &mut State, sid: &str, conn: u64) {
+    if s.sessions.len() >= MAX_SESSIONS && !s.sessions.contains_key(sid) {
+        let conns = &s.conns;
+        s.sessions.retain(|_, c| conns.contains_key(c));
+    }
     if s.sessions.len() < MAX_SESSIONS || s.sessions.contains_key(sid) {
         s.sessions.insert(sid.to_string(), conn);
     }
@@ -452,7 +462,14 @@ mod tests {
         t.b.from_agent(&json!({"jsonrpc": "2.0", "id": 5, "method": "fs/read_text_file", "params": {"sessionId": "S"}}).to_string()).await;
         t.b.detach(a);
         assert_eq!(t.sent()["error"]["message"], "the client connection closed");
-        // S now falls back to the most recent connection.
+        // S's owner is gone: its traffic is not handed to B, and a request of it is refused.
+        t.b.from_agent(&json!({"jsonrpc": "2.0", "method": "session/update", "params": {"sessionId": "S"}}).to_string()).await;
+        assert!(rb.try_recv().is_err(), "another client's session output must not reach B");
+        t.b.from_agent(&json!({"jsonrpc": "2.0", "id": 6, "method": "fs/read_text_file", "params": {"sessionId": "S"}}).to_string()).await;
+        assert_eq!(t.sent()["error"]["message"], "no client is connected");
+        // Until B claims S (e.g. session/load): then it is B's.
+        t.b.from_client(b, frame(json!({"jsonrpc": "2.0", "id": 7, "method": "session/prompt", "params": {"sessionId": "S"}}))).await.unwrap();
+        let _ = t.sent();
         t.b.from_agent(&json!({"jsonrpc": "2.0", "method": "session/update", "params": {"sessionId": "S"}}).to_string()).await;
         assert_eq!(val(rb.try_recv().unwrap())["params"]["sessionId"], "S");
     }
