@@ -293,8 +293,10 @@ else
   took=$(( $(now_ms) - t ))
   ! grep -q SIGKILL "$work/stop.err" || fail "podman had to SIGKILL: $(cat "$work/stop.err")"
   [ "$took" -lt $((DEADLINE * 1000)) ] || fail "stop took $took ms, shutdown_timeout is ${DEADLINE}s"
-  podman logs "$NAME" 2>&1 | grep -q 'all services stopped' || fail "the supervisor never logged 'all services stopped'"
-  ! podman logs "$NAME" 2>&1 | grep -q 'killing everything' || fail "the supervisor had to kill everything"
+  # Into a variable first: `podman logs | grep -q` fails under pipefail when grep exits early.
+  logs=$(podman logs "$NAME" 2>&1)
+  grep -q 'all services stopped' <<<"$logs" || fail "the supervisor never logged 'all services stopped'"
+  ! grep -q 'killing everything' <<<"$logs" || fail "the supervisor had to kill everything"
   [ "$(podman inspect --format '{{.State.Status}}' "$NAME")" = exited ] || fail "container not exited"
   ok "$step" "podman stop -> exited in $took ms (deadline ${DEADLINE} s), its ${n} processes ended without SIGKILL"
 fi

@@ -145,7 +145,7 @@ fn the_production_combination_runs_every_service_as_the_user_behind_the_guard() 
     let g = &st["port_guard"];
     assert_eq!(g["active"], true, "{g}");
     // Default-deny: only the listen port and the allow list (envd) get in from outside.
-    assert_eq!(g["allow"], serde_json::json!([49983]), "{g}");
+    assert_eq!(g["allow"], serde_json::json!([3000, 49983]), "{g}");
     assert_eq!(g["mode"], "on", "{g}");
     let ns_ip = p.ns.ns_ip.clone().unwrap();
     assert!(reachable_from_host(&format!("{ns_ip}:3000")), "the public port answers from outside");
