@@ -6,7 +6,8 @@
 # supervisor stamps them. Prints the median, p90 and max per service.
 # Uses the fixed ports 3000, 5173, 9222, 3001, 3002 (takes /tmp/sup-fixed-ports.lock).
 # Usage: bench/recovery.sh [SUPERVISOR_BIN]   (default: the static release binary, built if stale)
-#        SERVICES="vite chromium" ROUNDS=10
+#        SERVICES="vite chromium" ROUNDS=10 CONFIG=opt/supervisor.toml (an older binary may need
+#        the config of its own commit: git show REV:opt/supervisor.toml > old.toml; CONFIG=old.toml)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -20,7 +21,12 @@ app="$work/app"
 mkdir -p "$app" "$work/home"
 tar -C app-template --exclude=node_modules --exclude=dist --exclude=.env -cf - . | tar -C "$app" -xf -
 ln -s "$PWD/app-template/node_modules" "$app/node_modules"
-sed "s#\${CONFIG_DIR}#$PWD/opt#g" opt/supervisor.toml >"$work/supervisor.toml"
+# Ten kills a minute are a crash loop by the production limits, and a run must last
+# backoff.reset_after (30 s) to count as stable: lift both, so every round measures the
+# first restart after a stable run (the case SPEC §4 bounds at 100 ms of waiting).
+sed -e "s#\${CONFIG_DIR}#$PWD/opt#g" \
+  -e '/^\[services\./a crash_loop = { max_restarts = 1000, window = "60s" }\nbackoff = { reset_after = "1s" }' \
+  "${CONFIG:-opt/supervisor.toml}" >"$work/supervisor.toml"
 HOME="$work/home" start_supervisor "$work/supervisor.toml" "$app" 127.0.0.1:3000 120
 
 python3 - "$bin" "$work/run" "$rounds" $services <<'PY'
@@ -42,10 +48,10 @@ def stack_ready():
 def pct(xs, p):
     xs = sorted(xs); return xs[min(len(xs) - 1, int(round(p * (len(xs) - 1))))]
 for name in services:
-    exits, readies = [], []
+    exits, readies, spawns, own = [], [], [], []
     for _ in range(rounds):
         wait(stack_ready, 120)
-        time.sleep(0.5)  # settle: what is measured is recovery from a quiet stack
+        time.sleep(1.5)  # settle past reset_after: what is measured is recovery after a stable run
         s = svc(name)
         pid = s["pid"]
         t0 = time.time() * 1000
@@ -53,7 +59,10 @@ for name in services:
         back = wait(lambda: (lambda v: v if v["ready"] and v["pid"] != pid and v["ready_at"] and v["ready_at"] > t0 else None)(svc(name)))
         exits.append(back["last_exit"]["at"] - t0 if back["last_exit"] else float("nan"))
         readies.append(back["ready_at"] - t0)
+        spawns.append(back["started_at"] - back["last_exit"]["at"] if back["last_exit"] else float("nan"))
+        own.append(back["ready_at"] - back["started_at"])
     print(f"{name:<15} SIGKILL -> exit seen: median {statistics.median(exits):7.1f} ms   "
-          f"-> ready again: median {statistics.median(readies):7.1f} ms, p90 {pct(readies, .9):7.1f}, max {max(readies):7.1f}  ({rounds} rounds)")
+          f"-> ready again: median {statistics.median(readies):7.1f} ms, p90 {pct(readies, .9):7.1f}, max {max(readies):7.1f}  ({rounds} rounds)\n"
+          f"{'':<15} of which exit seen -> respawned: median {statistics.median(spawns):6.1f} ms; respawned -> ready (the service's own start): median {statistics.median(own):6.1f} ms")
 PY
 stop_supervisor
