@@ -11,7 +11,7 @@ export SUPERVISOR_BIN=target/x86_64-unknown-linux-musl/release/supervisor
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --workspace --locked --lib --bins --tests -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee "$log"
+cargo test --workspace --locked --no-fail-fast --lib --bins --tests -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 # The tests that need the release binary just built (ignored in a plain `cargo test`).
 cargo test -p e2e --locked --test cli the_release_binary_is_static -- --ignored 2>&1 | tee -a "$log"
