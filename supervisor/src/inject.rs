@@ -152,7 +152,9 @@ mod tests {
         let i = Injected::build(many, vec![]);
         let total: usize = i.vars.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
         assert!(total <= MAX_TOTAL && total > MAX_TOTAL - 64, "{total}");
-        assert!(t.elapsed() < std::time::Duration::from_secs(5), "took {:?}", t.elapsed());
+        // A ceiling, not a speed goal: a pass per dropped variable (quadratic) over 400,000
+        // variables takes hours; one pass takes well under a second even in a debug build.
+        assert!(t.elapsed() < std::time::Duration::from_secs(60), "took {:?}", t.elapsed());
     }
 
     #[test]

@@ -246,9 +246,10 @@ fn a_fifo_in_place_of_the_env_file_cannot_block_the_supervisor() -> anyhow::Resu
     nix::unistd::mkfifo(&env_path, nix::sys::stat::Mode::from_bits_truncate(0o644))?;
     for path in ["/_supervisor/healthz", "/_supervisor/status"] {
         let t = Instant::now();
-        let r = curl(&["--max-time", "1", "-H", &format!("Authorization: Bearer {tok}"), &s.url(path)]);
+        // A blocked loop would never answer: the ceiling only has to be finite and generous.
+        let r = curl(&["--max-time", "10", "-H", &format!("Authorization: Bearer {tok}"), &s.url(path)]);
         assert_eq!(r.status, 200, "{path} must answer while .env is a FIFO");
-        assert!(t.elapsed() < Duration::from_secs(1), "{path} took {:?}", t.elapsed());
+        assert!(t.elapsed() < Duration::from_secs(10), "{path} took {:?}", t.elapsed());
     }
     let r = curl(&["--max-time", "2", "-H", &format!("Authorization: Bearer {tok}"), &s.url("/_supervisor/env")]);
     assert_eq!(r.status, 500, "{}", r.text());

@@ -306,7 +306,8 @@ readiness = {{ cdp = "http://127.0.0.1:{port}", period = "1s", timeout = "2s" }}
         wait_closed(ws, Duration::from_secs(10)).with_context(|| format!("the {what} WebSocket after rotation"))?;
         println!("{what} WebSocket closed {} ms after the rotation", t.elapsed().as_millis());
     }
-    assert!(t.elapsed() < Duration::from_secs(3), "closed within a couple of seconds: {:?}", t.elapsed());
+    // The watcher's period is 1 s; the ceiling is generous so a loaded machine cannot fail it.
+    assert!(t.elapsed() < Duration::from_secs(8), "closed within a few seconds: {:?}", t.elapsed());
     // The new token opens a session that stays open past the watcher's period.
     let mut fresh = cdp_connect(&format!("{ws_url}?token={new_tok}"), None)?;
     std::thread::sleep(Duration::from_millis(1500)); // lower bound: it must outlive a few checks
