@@ -4,7 +4,9 @@
 //! The output pump calls [`Hub::publish`], which never waits: each client has its own queue,
 //! bounded in bytes, and a client whose queue passes [`CLIENT_BACKLOG`] is cut off (it is
 //! told why and may reattach to get the replay) instead of slowing the terminal or the
-//! other clients down.
+//! other clients down. Before reading more, the pump calls [`Hub::room`]: the terminal is
+//! paced to its *fastest* live client (so a flood does not outrun a client that keeps
+//! reading), and a client that has made no progress for [`STALL`] no longer counts.
 
 use crate::engine::reaper::ExitInfo;
 use bytes::Bytes;
@@ -17,6 +19,10 @@ use tokio::sync::{mpsc, watch};
 pub const RING_BYTES: usize = 256 << 10;
 /// Output bytes a client may have queued and unsent before it is cut off.
 pub const CLIENT_BACKLOG: usize = 1 << 20;
+/// Backlog of the fastest live client above which the pump waits.
+pub const PACE_BACKLOG: usize = 256 << 10;
+/// A client that sent nothing for this long while it had output queued stops pacing the terminal.
+pub const STALL: std::time::Duration = std::time::Duration::from_millis(1000);
 /// Input chunks queued for the terminal before senders wait (back-pressure per client).
 const INPUT_QUEUE: usize = 64;
 
@@ -58,8 +64,17 @@ pub type Resizer = Box<dyn Fn(Size) -> Result<(), String> + Send + Sync>;
 
 struct ClientSlot {
     tx: mpsc::UnboundedSender<Out>,
-    pending: Arc<AtomicUsize>,
+    progress: Arc<Progress>,
     kick: watch::Sender<Option<String>>,
+}
+
+/// How far behind a client is.
+#[derive(Default)]
+struct Progress {
+    /// Queued bytes not yet handed to the connection.
+    pending: AtomicUsize,
+    /// When it last sent something (ms since the hub's epoch).
+    last_ms: std::sync::atomic::AtomicU64,
 }
 
 struct Inner {
@@ -76,6 +91,8 @@ pub struct Hub {
     input: mpsc::Sender<Bytes>,
     resizer: Resizer,
     attached: watch::Sender<usize>,
+    epoch: std::time::Instant,
+    room: tokio::sync::Notify,
 }
 
 impl Hub {
@@ -83,7 +100,8 @@ impl Hub {
     pub fn new(size: Size, resizer: Resizer) -> (Arc<Hub>, mpsc::Receiver<Bytes>) {
         let (input, rx) = mpsc::channel(INPUT_QUEUE);
         let inner = Inner { ring: VecDeque::new(), clients: HashMap::new(), next: 0, size, ended: None };
-        (Arc::new(Hub { inner: Mutex::new(inner), input, resizer, attached: watch::Sender::new(0) }), rx)
+        let hub = Hub { inner: Mutex::new(inner), input, resizer, attached: watch::Sender::new(0), epoch: std::time::Instant::now(), room: Default::default() };
+        (Arc::new(hub), rx)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -103,7 +121,7 @@ impl Hub {
         let chunk = Bytes::copy_from_slice(data);
         let mut cut = Vec::new();
         for (id, c) in &g.clients {
-            let queued = c.pending.fetch_add(chunk.len(), Ordering::SeqCst) + chunk.len();
+            let queued = c.progress.pending.fetch_add(chunk.len(), Ordering::SeqCst) + chunk.len();
             if queued > CLIENT_BACKLOG || c.tx.send(Out::Data(chunk.clone())).is_err() {
                 cut.push(*id);
             }
@@ -118,6 +136,29 @@ impl Hub {
         let n = g.clients.len();
         drop(g);
         self.attached.send_if_modified(|v| std::mem::replace(v, n) != n);
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Waits while every live client (one that has little queued, or made progress within
+    /// [`STALL`]) has more than [`PACE_BACKLOG`] queued. Returns at once with no client.
+    pub async fn room(&self) {
+        loop {
+            let full = {
+                let g = self.lock();
+                let now = self.now_ms();
+                let live = g.clients.values().map(|c| &c.progress).filter(|p| {
+                    p.pending.load(Ordering::SeqCst) <= PACE_BACKLOG || now.saturating_sub(p.last_ms.load(Ordering::SeqCst)) < STALL.as_millis() as u64
+                });
+                live.map(|p| p.pending.load(Ordering::SeqCst)).min().is_some_and(|m| m > PACE_BACKLOG)
+            };
+            if !full {
+                return;
+            }
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(50), self.room.notified()).await;
+        }
     }
 
     /// The terminal's output has ended: every client gets [`Out::Exit`], and so does every
@@ -150,18 +191,19 @@ impl Hub {
         let skip = replay.iter().take(3).take_while(|b| (**b & 0xC0) == 0x80).count();
         replay.drain(..skip);
         let (tx, rx) = mpsc::unbounded_channel();
-        let pending = Arc::new(AtomicUsize::new(0));
+        let progress = Arc::new(Progress::default());
+        progress.last_ms.store(self.now_ms(), Ordering::SeqCst);
         let (kick, kick_rx) = watch::channel(None);
         if let Some(exit) = g.ended {
             let _ = tx.send(Out::Exit(exit));
         }
         let id = g.next;
         g.next += 1;
-        g.clients.insert(id, ClientSlot { tx, pending: pending.clone(), kick });
+        g.clients.insert(id, ClientSlot { tx, progress: progress.clone(), kick });
         let n = g.clients.len();
         drop(g);
         self.attached.send_replace(n);
-        Client { id, hub: self.clone(), replay: Bytes::from(replay), rx, pending, kicked: kick_rx }
+        Client { id, hub: self.clone(), replay: Bytes::from(replay), rx, progress, kicked: kick_rx }
     }
 
     fn detach(&self, id: u64) {
@@ -170,6 +212,7 @@ impl Hub {
         let n = g.clients.len();
         drop(g);
         self.attached.send_if_modified(|v| std::mem::replace(v, n) != n);
+        self.room.notify_one();
     }
 
     /// Sends input to the terminal; waits while its input queue is full.
@@ -209,8 +252,7 @@ pub struct Client {
     pub replay: Bytes,
     /// Everything after the replay.
     pub rx: mpsc::UnboundedReceiver<Out>,
-    /// Queued bytes not yet handed to the connection (decrease after sending).
-    pub pending: Arc<AtomicUsize>,
+    progress: Arc<Progress>,
     /// Becomes `Some(reason)` when the hub cut this client off.
     pub kicked: watch::Receiver<Option<String>>,
 }
@@ -223,7 +265,9 @@ impl Client {
 
     /// Marks `n` queued bytes as sent.
     pub fn sent(&self, n: usize) {
-        self.pending.fetch_sub(n, Ordering::SeqCst);
+        self.progress.pending.fetch_sub(n, Ordering::SeqCst);
+        self.progress.last_ms.store(self.hub.now_ms(), Ordering::SeqCst);
+        self.hub.room.notify_one();
     }
 }
 

@@ -119,6 +119,7 @@ pub fn spawn(cmd: &mut Command, size: Size, owner: Option<Owner>, reaper: &Reape
     let pump = tokio::spawn(async move {
         let mut buf = vec![0u8; READ_CHUNK];
         loop {
+            h.room().await;
             let Ok(mut ready) = fd.readable().await else { break };
             // SAFETY: reading into our own buffer from a valid fd.
             match ready.try_io(|f| {
