@@ -17,7 +17,7 @@ cat >"$work/supervisor.toml" <<TOML
 [services.idle]
 command = ["sleep", "infinity"]
 TOML
-yes 'the quick brown fox jumps over the lazy dog 0123456789 ABCDEFGHIJKLMNOPQRSTUVWXYZ' | head -c $((${MIB:-50} << 20)) >"$work/file.txt"
+(set +o pipefail; yes 'the quick brown fox jumps over the lazy dog 0123456789 ABCDEFGHIJKLMNOPQRSTUVWXYZ' | head -c $((${MIB:-50} << 20))) >"$work/file.txt"
 start_supervisor "$work/supervisor.toml" "$work/app" "$listen" 30
 token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 printf '%s\n' "$token" >"$work/run/token"

@@ -18,8 +18,9 @@ use tokio::time::{timeout, Instant};
 
 /// Largest frame accepted from a client.
 pub const MAX_IN_FRAME: usize = 64 << 10;
-/// Largest output frame: queued chunks are joined up to this.
-const MAX_OUT_FRAME: usize = 256 << 10;
+/// Largest output frame: queued chunks are joined up to this (small enough that a slow but
+/// reading link makes progress well within the hub's stall time).
+const MAX_OUT_FRAME: usize = 64 << 10;
 /// Server pings this often.
 const PING_EVERY: Duration = Duration::from_secs(20);
 /// No frame at all from the client for this long: it is gone.
