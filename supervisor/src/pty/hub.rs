@@ -322,6 +322,28 @@ mod tests {
         assert_eq!(h.attached(), 1);
     }
 
+    #[tokio::test]
+    async fn the_terminal_is_paced_to_a_reading_client_but_not_to_a_stalled_one() {
+        use std::time::{Duration, Instant};
+        let h = hub();
+        tokio::time::timeout(Duration::from_millis(100), h.room()).await.expect("no client: no wait");
+        let mut c = h.attach();
+        h.publish(&vec![b'z'; PACE_BACKLOG + 1]);
+        // The only client is behind: the pump waits...
+        assert!(tokio::time::timeout(Duration::from_millis(300), h.room()).await.is_err());
+        // ...until it catches up.
+        let waiter = { let h = h.clone(); tokio::spawn(async move { h.room().await }) };
+        while let Ok(Out::Data(d)) = c.rx.try_recv() {
+            c.sent(d.len());
+        }
+        tokio::time::timeout(Duration::from_millis(500), waiter).await.expect("room after progress").unwrap();
+        // A client that makes no progress stops pacing after STALL.
+        h.publish(&vec![b'z'; PACE_BACKLOG + 1]);
+        let t = Instant::now();
+        tokio::time::timeout(STALL * 3, h.room()).await.expect("a stalled client does not hold the terminal");
+        assert!(t.elapsed() >= STALL / 2, "{:?}", t.elapsed());
+    }
+
     #[test]
     fn late_attach_after_the_end_gets_the_replay_and_the_exit() {
         let h = hub();
