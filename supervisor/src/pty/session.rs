@@ -24,6 +24,8 @@ use tokio::time::Instant;
 pub const MAX_SESSIONS: usize = 32;
 /// How long to wait for a shell's last output after it exited.
 const DRAIN: Duration = Duration::from_millis(500);
+/// Longest wait for a session to end (hangup, kill, drain: about 5 s in the worst case).
+const END_LIMIT: Duration = Duration::from_secs(15);
 
 /// What a new session runs: everything optional (SPEC §8).
 #[derive(Debug, Default, serde::Deserialize)]
@@ -273,8 +275,7 @@ impl Manager {
     pub async fn delete(&self, id: &str) -> bool {
         let Some(s) = self.get(id) else { return false };
         s.end.notify_one();
-        let mut done = s.done.subscribe();
-        let _ = done.wait_for(|d| *d).await;
+        wait_done(&s).await;
         true
     }
 
@@ -284,8 +285,7 @@ impl Manager {
         let all: Vec<Arc<Session>> = self.map().values().cloned().collect();
         let waits = all.into_iter().map(|s| async move {
             s.end.notify_one();
-            let mut done = s.done.subscribe();
-            let _ = done.wait_for(|d| *d).await;
+            wait_done(&s).await;
         });
         futures_util::future::join_all(waits).await;
     }
@@ -342,6 +342,15 @@ impl Manager {
         self.map().shift_remove(&s.id);
         s.done.send_replace(true);
         tracing::info!(session = %s.id, "terminal session ended");
+    }
+}
+
+/// Waits until session `s` has ended, at most [`END_LIMIT`] (a bug in its task must not
+/// hang a DELETE or the shutdown; the processes are still SIGKILLed at shutdown).
+async fn wait_done(s: &Session) {
+    let mut done = s.done.subscribe();
+    if tokio::time::timeout(END_LIMIT, done.wait_for(|d| *d)).await.is_err() {
+        tracing::error!(session = %s.id, "terminal session did not end within {END_LIMIT:?}");
     }
 }
 
