@@ -139,6 +139,11 @@ pub enum CtlCommand {
     /// The API token.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Join a `tty = true` service's terminal (Ctrl-] detaches, the service keeps running).
+    Attach {
+        /// Service name.
+        name: String,
+    },
 }
 
 /// `ctl env` subcommands.

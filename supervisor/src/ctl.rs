@@ -53,6 +53,7 @@ pub async fn ctl(args: CtlArgs) -> anyhow::Result<i32> {
         CtlCommand::Restart { name } => ("POST", format!("/_supervisor/services/{name}/restart")),
         CtlCommand::Logs { name, follow: true, tail } => return follow_logs(&sock, name, *tail).await,
         CtlCommand::Logs { name, tail, .. } => ("GET", format!("/_supervisor/logs/{name}?tail={tail}")),
+        CtlCommand::Attach { name } => return crate::pty::attach::attach(&sock, name).await,
     };
     let (path, body) = match (&args.scope, &args.command) {
         (None, _) => (path, body),

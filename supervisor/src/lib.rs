@@ -13,6 +13,7 @@
 //! - [`untrusted`]: reading files in directories the agent controls;
 //! - [`guard`]: the firewall guard of the internal ports;
 //! - [`resume`]: pause/resume detection and its grace period;
+//! - [`pty`]: terminals: shell sessions over WebSocket, `tty` services, `ctl attach`;
 //! - [`acp`]: `supervisor acp`, the agent behind ACP's HTTP/WebSocket transport;
 //! - [`cli`], [`run`], [`ctl`], [`client`], [`logging`]: the binary's commands.
 
@@ -30,6 +31,7 @@ pub mod logging;
 pub mod logs;
 pub mod probe;
 pub mod proxy;
+pub mod pty;
 pub mod resume;
 pub mod run;
 pub mod server;

@@ -47,7 +47,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
     // Read before any service starts, so the first spawn already gets it.
     let injected = env.injected().await;
     let sup = Supervisor::start(cfg, reaper.clone(), injected).map_err(|e| anyhow::anyhow!(e))?;
-    let state = ApiState { sup: sup.clone(), cpu: Arc::default(), env, token_file: settings.token_file.clone(), guard: guard.clone() };
+    let pty_user = settings.service_user.clone().or_else(|| sup.services().get(&settings.proxy_service).and_then(|h| h.spec.user.clone()));
+    let pty_defaults = crate::pty::session::SessionDefaults::new(settings.app_dir.clone(), pty_user.as_deref(), settings.pty_idle).map_err(|e| anyhow::anyhow!("terminal sessions: {e}"))?;
+    let ptys = crate::pty::session::Manager::new(reaper.clone(), sup.clone(), pty_defaults);
+    let state = ApiState { sup: sup.clone(), cpu: Arc::default(), env, token_file: settings.token_file.clone(), guard: guard.clone(), ptys: ptys.clone() };
     let app = Arc::new(AppProxy {
         upstream: Upstream::new(&settings.proxy_upstream),
         service: settings.proxy_service.clone(),
@@ -72,7 +75,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
     let deadline = settings.shutdown_timeout;
     tracing::info!("{which}: stopping the stack (deadline {deadline:?}; a second signal forces)");
     tokio::select! {
-        _ = sup.shutdown(deadline) => tracing::info!("all services stopped"),
+        _ = async { tokio::join!(sup.shutdown(deadline), ptys.shutdown()) } => tracing::info!("all services and terminal sessions stopped"),
         _ = term.recv() => { tracing::warn!("second signal: killing everything"); sup.kill_everything(); }
         _ = int.recv() => { tracing::warn!("second signal: killing everything"); sup.kill_everything(); }
     }

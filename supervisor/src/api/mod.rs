@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod env;
+pub mod pty;
 mod error;
 pub mod status;
 
@@ -35,6 +36,8 @@ pub struct ApiState {
     pub token_file: std::path::PathBuf,
     /// The port guard.
     pub guard: Arc<crate::guard::PortGuard>,
+    /// Terminal sessions.
+    pub ptys: Arc<crate::pty::session::Manager>,
 }
 
 /// The routes that need no token: liveness and readiness of the supervisor.
@@ -50,6 +53,7 @@ pub fn token_routes() -> Router<ApiState> {
         .route("/_supervisor/logs/{name}", get(logs))
         .route("/_supervisor/services/{name}/{action}", post(service_action))
         .route("/_supervisor/env", get(env::get_env).post(env::post_env))
+        .merge(pty::routes())
 }
 
 /// Routes only the unix socket serves (root's tools).

@@ -99,6 +99,8 @@ pub struct Settings {
     pub sandbox_id_file: PathBuf,
     /// Grace period after a resume.
     pub resume_grace: Duration,
+    /// How long a terminal session outlives its last client.
+    pub pty_idle: Duration,
 }
 
 /// One checked service.
@@ -144,6 +146,8 @@ pub struct ServiceSpec {
     pub port: Option<u16>,
     /// Never started.
     pub disabled: bool,
+    /// Runs under a pseudo-terminal.
+    pub tty: bool,
 }
 
 /// Capped exponential backoff settings.

@@ -52,6 +52,8 @@ pub struct SupervisorSection {
     pub sandbox_id_file: Option<String>,
     /// After a resume, liveness and startup failures do not restart services for this long.
     pub resume_grace: Option<Dur>,
+    /// How long a terminal session outlives its last client (default 10 min).
+    pub pty_idle: Option<Dur>,
 }
 
 /// The port guard's mode (SPEC §7): `required` also keeps `/readyz` at 503 while the
@@ -191,6 +193,9 @@ pub struct ServiceSection {
     /// Keep the slot but never start it.
     #[serde(default)]
     pub disabled: bool,
+    /// Run it under a pseudo-terminal (`ctl attach` joins it).
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// `backoff = { initial, max, multiplier, reset_after, jitter }`.

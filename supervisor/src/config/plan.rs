@@ -39,6 +39,9 @@ pub fn start_plan(cfg: &Config) -> String {
             if let Some(u) = &s.user {
                 flags.push(format!("user={u}"));
             }
+            if s.tty {
+                flags.push("tty".into());
+            }
             if s.env_injection {
                 flags.push("env_injection".into());
             }

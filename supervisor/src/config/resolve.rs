@@ -36,6 +36,7 @@ pub fn resolve(source: &str, config_dir: &Path, text: &str, ov: &Overrides) -> R
         proxy_upstream: String::new(),
         sandbox_id_file: path_or(&sv.sandbox_id_file, PathBuf::from("/run/e2b/.E2B_SANDBOX_ID")),
         resume_grace: sv.resume_grace.map(Into::into).unwrap_or(Duration::from_secs(15)),
+        pty_idle: sv.pty_idle.map(Into::into).unwrap_or(Duration::from_secs(600)),
         app_dir: app_dir.clone(),
         runtime_dir: runtime_dir.clone(),
         config_dir: config_dir.to_path_buf(),
@@ -185,6 +186,7 @@ fn service(name: &str, s: &ServiceSection, vars: &Vars, settings: &Settings) -> 
         env_injection: s.env_injection,
         port: s.port,
         disabled: s.disabled,
+        tty: s.tty,
     })
 }
 

@@ -107,6 +107,8 @@ pub struct ServiceHandle {
     pub spec: ServiceSpec,
     /// Its output.
     pub logs: Arc<LogBuffer>,
+    /// The terminal of a `tty` service.
+    pub tty: Option<Arc<crate::pty::TtySlot>>,
     ctl: mpsc::Sender<Control>,
 }
 
@@ -159,9 +161,10 @@ impl Supervisor {
         for (spec, run_as, status) in senders {
             let logs = LogBuffer::new(&spec.name, cfg.settings.log_lines, cfg.settings.log_bytes);
             let (ctl_tx, ctl_rx) = mpsc::channel(16);
-            let runner = Runner { spec: spec.clone(), run_as, shared: shared.clone(), logs: logs.clone(), status, ctl: ctl_rx };
+            let tty = spec.tty.then(|| Arc::new(crate::pty::TtySlot::default()));
+            let runner = Runner { spec: spec.clone(), run_as, shared: shared.clone(), logs: logs.clone(), tty: tty.clone(), status, ctl: ctl_rx };
             tokio::spawn(service::run_guarded(runner));
-            services.insert(spec.name.clone(), ServiceHandle { spec, logs, ctl: ctl_tx });
+            services.insert(spec.name.clone(), ServiceHandle { spec, logs, tty, ctl: ctl_tx });
         }
         let injecting: Vec<(String, mpsc::Sender<Control>)> =
             services.values().filter(|h| h.spec.env_injection && !h.spec.disabled).map(|h| (h.spec.name.clone(), h.ctl.clone())).collect();

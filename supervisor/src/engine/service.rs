@@ -78,6 +78,7 @@ pub(super) struct Runner {
     pub run_as: Option<RunAs>,
     pub shared: Arc<Shared>,
     pub logs: Arc<LogBuffer>,
+    pub tty: Option<Arc<crate::pty::TtySlot>>,
     pub status: watch::Sender<ServiceStatus>,
     pub ctl: mpsc::Receiver<Control>,
 }
@@ -337,7 +338,7 @@ impl Runner {
     /// Spawns one process and runs it until it ends for any reason.
     async fn run_once(&mut self) -> Ended {
         let env = if self.spec.env_injection { self.shared.injected_env_for(&self.spec.name) } else { Vec::new() };
-        let Spawned { pid, mut exit } = match spawn(&self.spec, self.run_as.as_ref(), &env, &self.shared.reaper, &self.logs) {
+        let Spawned { pid, mut exit } = match spawn(&self.spec, self.run_as.as_ref(), &env, &self.shared.reaper, &self.logs, self.tty.as_deref()) {
             Ok(s) => s,
             Err(e) => {
                 let errno = e.raw_os_error().map(|n| format!(", {}", nix::errno::Errno::from_raw(n))).unwrap_or_default();

@@ -42,6 +42,35 @@ impl RunAs {
     }
 }
 
+impl RunAs {
+    /// Its uid.
+    pub fn uid(&self) -> u32 {
+        self.uid
+    }
+
+    /// Its primary gid.
+    pub fn gid(&self) -> u32 {
+        self.gid
+    }
+
+    /// Makes `cmd` run as this account: `HOME`, `USER`, `LOGNAME`, and the switch
+    /// (supplementary groups, gid, uid) in the child before exec.
+    pub fn apply(&self, cmd: &mut Command) {
+        let user = self.name.to_string_lossy().into_owned();
+        cmd.env("HOME", &self.home).env("USER", &user).env("LOGNAME", &user);
+        let (name, uid, gid) = (self.name.clone(), self.uid, self.gid);
+        // SAFETY: only async-signal-safe calls (initgroups/setgid/setuid) on data prepared before fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::initgroups(name.as_ptr(), gid) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
 /// A running service process.
 pub struct Spawned {
     /// Leader pid, which is also the process group id.
@@ -50,40 +79,38 @@ pub struct Spawned {
     pub exit: oneshot::Receiver<ExitInfo>,
 }
 
-/// Spawns `spec` with `extra_env` (injected variables) on top of its own env.
+/// Spawns `spec` with `extra_env` (injected variables) on top of its own env. A `tty`
+/// service (`tty` is its slot) runs on a pseudo-terminal instead of pipes, in a session of
+/// its own (so still its own process group, pgid = pid) and reaped the same way.
 pub fn spawn(
     spec: &ServiceSpec,
     run_as: Option<&RunAs>,
     extra_env: &[(String, String)],
     reaper: &Reaper,
     logs: &Arc<LogBuffer>,
+    tty: Option<&crate::pty::TtySlot>,
 ) -> std::io::Result<Spawned> {
     let mut cmd = Command::new(&spec.command[0]);
-    cmd.args(&spec.command[1..]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd.process_group(0);
+    cmd.args(&spec.command[1..]);
+    if tty.is_some() {
+        cmd.env("TERM", "xterm-256color");
+    } else {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.process_group(0);
+    }
     if let Some(dir) = &spec.cwd {
         cmd.current_dir(dir);
     }
     if let Some(u) = run_as {
-        let user = u.name.to_string_lossy().into_owned();
-        cmd.env("HOME", &u.home).env("USER", &user).env("LOGNAME", &user);
-        let (name, uid, gid) = (u.name.clone(), u.uid, u.gid);
-        // SAFETY: only async-signal-safe calls (initgroups/setgid/setuid) on data prepared before fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::initgroups(name.as_ptr(), gid) != 0
-                    || libc::setgid(gid) != 0
-                    || libc::setuid(uid) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        u.apply(&mut cmd);
     }
     cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
     cmd.envs(extra_env.iter().map(|(k, v)| (k, v)));
     cmd.env(SERVICE_MARKER, &spec.name).env(SUPERVISOR_MARKER, std::process::id().to_string());
+    if let Some(slot) = tty {
+        let (pid, exit) = slot.spawn(&mut cmd, run_as.map(|r| (r.uid(), r.gid())), reaper, logs)?;
+        return Ok(Spawned { pid, exit });
+    }
 
     let (mut child, exit) = reaper.spawn(&mut cmd)?;
     let pid = child.id() as i32;
