@@ -139,6 +139,10 @@ pub enum CtlCommand {
     /// The API token.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Re-read the config file and apply the difference (as SIGHUP does).
+    Reload,
+    /// The Prometheus metrics page.
+    Metrics,
 }
 
 /// `ctl env` subcommands.
