@@ -156,9 +156,13 @@ impl crate::sse::Feed for LogBuffer {
     fn since(&self, after: u64) -> (Vec<LogLine>, u64, broadcast::Receiver<LogLine>) {
         let r = self.lines.lock().expect("log lock");
         let next = self.seq.load(Ordering::Relaxed);
+        let after = crate::sse::effective_after(after, next);
         let oldest = r.lines.front().map(|l| l.seq).unwrap_or(next);
         let lines = r.lines.iter().filter(|l| l.seq > after).cloned().collect();
         (lines, crate::sse::lost_between(after, oldest, next), self.feed.subscribe())
+    }
+    fn next_id(&self) -> u64 {
+        self.next_seq()
     }
 }
 

@@ -28,6 +28,20 @@ pub trait Feed: Send + Sync + 'static {
     /// Atomically: the held items with an id above `after` (oldest first), how many ids
     /// above `after` are no longer held, and a receiver of every later item.
     fn since(&self, after: u64) -> (Vec<Self::Item>, u64, broadcast::Receiver<Self::Item>);
+    /// The id the next item will get.
+    fn next_id(&self) -> u64;
+}
+
+/// What [`Feed::since`] should read after: `after` itself, or 0 when it is an id this
+/// feed has not produced yet (one from before the supervisor restarted): such a client
+/// gets everything held, with the rest reported lost, rather than nothing until the ids
+/// catch up.
+pub fn effective_after(after: u64, next: u64) -> u64 {
+    if after >= next {
+        0
+    } else {
+        after
+    }
 }
 
 /// An item with its id.
@@ -92,19 +106,20 @@ impl<T: Clone + Send + Sync + 'static> Feed for Ring<T> {
     }
     fn since(&self, after: u64) -> (Vec<Self::Item>, u64, broadcast::Receiver<Self::Item>) {
         let r = self.inner.lock().expect("ring lock");
+        let after = effective_after(after, r.next);
         let oldest = r.items.front().map(|n| n.id).unwrap_or(r.next);
         let items = r.items.iter().filter(|n| n.id > after).cloned().collect();
         (items, lost_between(after, oldest, r.next), self.feed.subscribe())
     }
+    fn next_id(&self) -> u64 {
+        self.inner.lock().expect("ring lock").next
+    }
 }
 
 /// How many ids above `after` are gone, when the oldest held is `oldest` and the next to
-/// come is `next` (an `after` from the future — another process's ids — loses nothing).
+/// come is `next`.
 pub fn lost_between(after: u64, oldest: u64, next: u64) -> u64 {
-    if after >= next {
-        return 0;
-    }
-    oldest.saturating_sub(after + 1)
+    oldest.min(next).saturating_sub(after + 1)
 }
 
 /// The `Last-Event-ID` header as a number (anything else counts as absent).
@@ -134,12 +149,13 @@ where
     F: Feed,
     R: Fn(&F::Item) -> Event + Send + 'static,
 {
-    let (items, lost, rx) = feed.since(after);
+    // An id from the future (see [`effective_after`]) reads from the start.
+    let mut last = effective_after(after, feed.next_id());
+    let (items, lost, rx) = feed.since(last);
     let mut queue: VecDeque<Event> = first.into();
     if lost > 0 {
         queue.push_back(lost_event(after, lost));
     }
-    let mut last = after;
     for it in &items {
         last = F::id_of(it);
         queue.push_back(render(it).id(last.to_string()));
@@ -202,7 +218,11 @@ mod tests {
         assert!(items.is_empty());
         assert_eq!(lost, 0);
         let (items, lost, _) = r.since(99);
-        assert!(items.is_empty() && lost == 0, "an id from another life of the process loses nothing");
+        assert_eq!(items.iter().map(|n| n.id).collect::<Vec<_>>(), vec![3, 4, 5], "an id from another life of the process reads from the start");
+        assert_eq!(lost, 2);
+        let empty: Ring<u8> = Ring::new(3);
+        let (items, lost, _) = empty.since(7);
+        assert!(items.is_empty() && lost == 0);
         assert_eq!(r.last_id(), 5);
     }
 
