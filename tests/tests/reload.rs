@@ -83,6 +83,7 @@ fn an_invalid_config_or_a_cycle_changes_nothing_and_says_why() -> anyhow::Result
     let s = Stack::start(&base())?;
     s.wait_ready(T)?;
     let tok = s.rotate_token();
+    assert_eq!(curl(&["-s", "-X", "POST", &s.url("/_supervisor/reload")]).status, 401, "the token is needed");
     let before = pids(&s)?;
     let cycle = [svc("keep1", "depends_on = { gone = \"started\" }"), svc("gone", "depends_on = { keep1 = \"started\" }")].concat();
     write_config(&s, &cycle)?;

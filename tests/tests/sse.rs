@@ -119,3 +119,15 @@ fn log_follow_replays_lines_after_last_event_id_and_reports_a_gap_as_lost() -> a
     assert_eq!(l["lost"].as_u64(), Some(oldest - id - 1), "lost counts exactly the missing ids: {l} then {after:?}");
     Ok(())
 }
+
+#[test]
+fn an_idle_stream_gets_a_comment_heartbeat_every_15_seconds() -> anyhow::Result<()> {
+    let s = Stack::start(&config(None))?;
+    s.wait_ready(T)?;
+    let tok = s.rotate_token();
+    // Nothing changes for 20 s: the only thing after the snapshot is the heartbeat comment.
+    let r = curl(&["-sN", "--max-time", "20", "-H", &format!("Authorization: Bearer {tok}"), &s.url("/_supervisor/logs/idle?follow=1")]);
+    let text = r.text();
+    assert!(text.lines().any(|l| l == ": heartbeat"), "a heartbeat within 20 s: {text:?}");
+    Ok(())
+}

@@ -112,3 +112,28 @@ impl Supervisor {
         self.shared.statuses.write().expect("statuses").sort_by(|a, _, b, _| key(a).cmp(&key(b)));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{resolve, Overrides};
+    use std::path::Path;
+
+    fn cfg(text: &str) -> Config {
+        resolve("t.toml", Path::new("/tmp"), text, &Overrides::default()).expect("valid")
+    }
+
+    #[test]
+    fn any_key_of_a_service_changes_its_fingerprint_and_settings_diffs_are_named() {
+        let a = cfg("[services.a]\ncommand = [\"sleep\", \"1\"]\n");
+        let same = cfg("[services.a]\ncommand = [\"sleep\", \"1\"]\n");
+        let env = cfg("[services.a]\ncommand = [\"sleep\", \"1\"]\nenv = { X = \"1\" }\n");
+        let probe = cfg("[services.a]\ncommand = [\"sleep\", \"1\"]\nreadiness = { log = \"up\" }\n");
+        assert_eq!(fingerprint(&a.services[0]), fingerprint(&same.services[0]));
+        assert_ne!(fingerprint(&a.services[0]), fingerprint(&env.services[0]));
+        assert_ne!(fingerprint(&a.services[0]), fingerprint(&probe.services[0]));
+        let moved = cfg("[supervisor]\nlisten = \"127.0.0.1:4000\"\nlog_lines = 5\n[services.a]\ncommand = [\"sleep\", \"1\"]\n");
+        assert_eq!(crate::config::settings_needing_restart(&a.settings, &moved.settings), ["listen", "log_lines"]);
+        assert!(crate::config::settings_needing_restart(&a.settings, &same.settings).is_empty());
+    }
+}
