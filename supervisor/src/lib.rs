@@ -7,7 +7,8 @@
 //! - [`probe`]: tcp/http/cdp/exec/file probes;
 //! - [`logs`]: per-service output buffers; [`logfile`]: their optional rotated files;
 //! - [`sse`]: replayable event streams (ids, `Last-Event-ID`, heartbeat);
-//! - [`metrics`]: the Prometheus page;
+//! - [`metrics`]: the Prometheus page; [`sysstats`]: the machine figures;
+//! - [`reload`]: re-reading the config file into the running stack;
 //! - [`api`]: the `/_supervisor/` control routes, token auth and env injection;
 //! - [`proxy`], [`server`]: the port-3000 reverse proxy and public listener;
 //! - [`envfile`]: the app's `.env` file;

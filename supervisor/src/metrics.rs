@@ -241,12 +241,63 @@ impl Drop for InFlight {
     }
 }
 
-/// Middleware of the public router: every request counted once, by route and status class.
-pub async fn track(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
-    let t = InFlight::begin(Route::of(req.uri().path()));
-    let resp = next.run(req).await;
-    t.finish(resp.status().as_u16());
-    resp
+/// The layer of the public router that counts every request once, by route and status
+/// class (a hand-written tower layer rather than `axum::middleware::from_fn`, which boxes
+/// a future per request: this one allocates nothing).
+#[derive(Clone, Copy, Default)]
+pub struct TrackLayer;
+
+impl<S> tower_layer::Layer<S> for TrackLayer {
+    type Service = Track<S>;
+    fn layer(&self, inner: S) -> Track<S> {
+        Track(inner)
+    }
+}
+
+/// See [`TrackLayer`].
+#[derive(Clone)]
+pub struct Track<S>(S);
+
+impl<S, B, R> tower_service::Service<axum::http::Request<B>> for Track<S>
+where
+    S: tower_service::Service<axum::http::Request<B>, Response = axum::http::Response<R>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = TrackFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
+        let t = InFlight::begin(Route::of(req.uri().path()));
+        TrackFuture { inner: self.0.call(req), t: Some(t) }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The answer of a tracked request: counted when its headers are ready.
+    pub struct TrackFuture<F> {
+        #[pin]
+        inner: F,
+        t: Option<InFlight>,
+    }
+}
+
+impl<F, R, E> std::future::Future for TrackFuture<F>
+where
+    F: std::future::Future<Output = Result<axum::http::Response<R>, E>>,
+{
+    type Output = F::Output;
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.inner.poll(cx));
+        if let (Ok(resp), Some(t)) = (&out, this.t.take()) {
+            t.finish(resp.status().as_u16());
+        }
+        std::task::Poll::Ready(out)
+    }
 }
 
 fn state_name(s: State) -> &'static str {

@@ -81,7 +81,7 @@ pub fn public_router(state: ApiState, auth: Arc<TokenAuth>, app: Arc<AppProxy>, 
         .merge(protected)
         .fallback_service(axum::routing::any(proxy_app).with_state(app))
         .layer(api::catch_panic())
-        .layer(axum::middleware::from_fn(crate::metrics::track))
+        .layer(crate::metrics::TrackLayer)
 }
 
 /// Forwards a request to the app, or answers "starting" while it is not ready.
