@@ -10,6 +10,8 @@ need=()
 for pair in Xvfb:xvfb chromium:chromium file:file curl:curl ps:procps ip:iproute2 nft:nftables socat:socat node:nodejs npm:npm python3:python3; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
+# The Prometheus text parser the metrics test checks the page with (Debian's python3).
+/usr/bin/python3 -c 'import prometheus_client' 2>/dev/null || need+=(python3-prometheus-client)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

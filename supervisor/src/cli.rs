@@ -144,6 +144,10 @@ pub enum CtlCommand {
         /// Service name.
         name: String,
     },
+    /// Re-read the config file and apply the difference (as SIGHUP does).
+    Reload,
+    /// The Prometheus metrics page.
+    Metrics,
 }
 
 /// `ctl env` subcommands.

@@ -48,6 +48,17 @@ pub async fn ctl(args: CtlArgs) -> anyhow::Result<i32> {
         }
         CtlCommand::Token(TokenCommand::Rotate) => ("POST", "/_supervisor/token/rotate".to_string()),
         CtlCommand::Status => ("GET", "/_supervisor/status".to_string()),
+        CtlCommand::Reload => ("POST", "/_supervisor/reload".to_string()),
+        CtlCommand::Metrics => {
+            let (status, page) = client::request(&sock, "GET", "/_supervisor/metrics", None).await?;
+            if status != 200 {
+                let v: Value = serde_json::from_slice(&page).unwrap_or(Value::Null);
+                eprintln!("error: {}", error_message(&v));
+                return Ok(1);
+            }
+            print!("{}", String::from_utf8_lossy(&page));
+            return Ok(0);
+        }
         CtlCommand::Start { name } => ("POST", format!("/_supervisor/services/{name}/start")),
         CtlCommand::Stop { name } => ("POST", format!("/_supervisor/services/{name}/stop")),
         CtlCommand::Restart { name } => ("POST", format!("/_supervisor/services/{name}/restart")),
@@ -98,6 +109,13 @@ pub async fn ctl(args: CtlArgs) -> anyhow::Result<i32> {
             println!("set: {}\nunset: {}\nrestarted: {}", list("set"), list("unset"), list("restarted"));
         }
         CtlCommand::Token(_) => println!("new token written to {}", v["token_file"].as_str().unwrap_or("?")),
+        CtlCommand::Reload => {
+            let list = |k: &str| v[k].as_array().into_iter().flatten().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(" ");
+            println!("started: {}\nstopped: {}\nrestarted: {}\nunchanged: {}", list("started"), list("stopped"), list("restarted"), list("unchanged"));
+            if !list("needs_restart").is_empty() {
+                println!("needs a supervisor restart: {}", list("needs_restart"));
+            }
+        }
         _ => println!("{}: {}", v["name"].as_str().unwrap_or(""), v["state"].as_str().unwrap_or("")),
     }
     Ok(0)
@@ -136,7 +154,11 @@ async fn follow_logs(sock: &Path, name: &str, tail: usize) -> anyhow::Result<i32
                 let event: String = pending.drain(..end + 2).collect();
                 for data in event.lines().filter_map(|l| l.strip_prefix("data:")) {
                     if let Ok(l) = serde_json::from_str::<Value>(data.trim_start()) {
-                        println!("{}", l["line"].as_str().unwrap_or(""));
+                        match l["line"].as_str() {
+                            Some(line) => println!("{line}"),
+                            None if l["lost"].is_u64() => eprintln!("[{} lines lost: too slow to follow]", l["lost"]),
+                            None => {}
+                        }
                     }
                 }
             }

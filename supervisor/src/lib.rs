@@ -5,7 +5,10 @@
 //! - [`config`]: the TOML config, its defaults and validation;
 //! - [`engine`]: spawning, reaping, restarting and stopping services;
 //! - [`probe`]: tcp/http/cdp/exec/file probes;
-//! - [`logs`]: per-service output buffers;
+//! - [`logs`]: per-service output buffers; [`logfile`]: their optional rotated files;
+//! - [`sse`]: replayable event streams (ids, `Last-Event-ID`, heartbeat);
+//! - [`metrics`]: the Prometheus page; [`sysstats`]: the machine figures;
+//! - [`reload`]: re-reading the config file into the running stack;
 //! - [`api`]: the `/_supervisor/` control routes, token auth and env injection;
 //! - [`proxy`], [`server`]: the port-3000 reverse proxy and public listener;
 //! - [`envfile`]: the app's `.env` file;
@@ -27,14 +30,19 @@ pub mod engine;
 pub mod envfile;
 pub mod inject;
 pub mod guard;
+pub mod logfile;
 pub mod logging;
 pub mod logs;
+pub mod metrics;
 pub mod probe;
+pub mod reload;
 pub mod proxy;
 pub mod pty;
 pub mod resume;
 pub mod run;
 pub mod server;
+pub mod sse;
+pub mod sysstats;
 pub mod untrusted;
 
 /// The text of a caught panic's payload, for the log.

@@ -26,7 +26,7 @@ pub enum Stream {
 /// One line of service output.
 #[derive(Debug, Clone, Serialize)]
 pub struct LogLine {
-    /// Increasing number within the service.
+    /// Increasing number within the service, from 1 (the SSE `id:` of the line).
     pub seq: u64,
     /// Unix time in milliseconds.
     pub at_ms: u64,
@@ -45,6 +45,8 @@ pub struct LogBuffer {
     lines: Mutex<Ring>,
     seq: AtomicU64,
     feed: broadcast::Sender<LogLine>,
+    /// The optional `log_file` copy.
+    file: Mutex<Option<crate::logfile::LogFile>>,
 }
 
 impl LogBuffer {
@@ -52,28 +54,53 @@ impl LogBuffer {
     /// service `name`.
     pub fn new(name: &str, cap: usize, cap_bytes: usize) -> Arc<Self> {
         let (feed, _) = broadcast::channel(256);
-        Arc::new(LogBuffer { name: name.to_string(), cap, cap_bytes, lines: Mutex::new(Ring::default()), seq: AtomicU64::new(0), feed })
+        Arc::new(LogBuffer { name: name.to_string(), cap, cap_bytes, lines: Mutex::new(Ring::default()), seq: AtomicU64::new(1), feed, file: Mutex::new(None) })
+    }
+
+    /// The service it belongs to.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Sets (or removes) the file every later line is also written to.
+    pub fn set_file(&self, file: Option<crate::logfile::LogFile>) {
+        *self.file.lock().expect("log file lock") = file;
     }
 
     /// Appends a line: to the ring, the live feed and the stdout echo.
     pub fn push(&self, stream: Stream, text: &str) {
-        let line = LogLine {
-            seq: self.seq.fetch_add(1, Ordering::Relaxed),
-            at_ms: crate::engine::reaper::now_ms(),
-            stream,
-            line: text.to_string(),
-        };
         echo(&self.name, text);
-        {
-            let mut r = self.lines.lock().expect("log lock");
-            r.bytes += line.line.len();
-            r.lines.push_back(line.clone());
-            while r.lines.len() > self.cap || (r.bytes > self.cap_bytes && r.lines.len() > 1) {
-                let old = r.lines.pop_front().expect("non-empty");
-                r.bytes -= old.line.len();
-            }
+        if let Some(f) = self.file.lock().expect("log file lock").as_ref() {
+            f.write(crate::engine::reaper::now_ms(), if stream == Stream::Stdout { "stdout" } else { "stderr" }, text);
+        }
+        let mut r = self.lines.lock().expect("log lock");
+        // Numbered and sent under the lock: ids follow ring order, and a replay
+        // ([`crate::sse::Feed::since`]) never misses or repeats a line.
+        let line = LogLine { seq: self.seq.fetch_add(1, Ordering::Relaxed), at_ms: crate::engine::reaper::now_ms(), stream, line: text.to_string() };
+        r.bytes += line.line.len();
+        r.lines.push_back(line.clone());
+        while r.lines.len() > self.cap || (r.bytes > self.cap_bytes && r.lines.len() > 1) {
+            let old = r.lines.pop_front().expect("non-empty");
+            r.bytes -= old.line.len();
         }
         let _ = self.feed.send(line);
+    }
+
+    /// The id the next line will get (lines "since a start" are those at or above it).
+    pub fn next_seq(&self) -> u64 {
+        let _r = self.lines.lock().expect("log lock");
+        self.seq.load(Ordering::Relaxed)
+    }
+
+    /// The id just before the last `n` held lines (what a follow that starts with a tail
+    /// of `n` replays after).
+    pub fn tail_start(&self, n: usize) -> u64 {
+        let r = self.lines.lock().expect("log lock");
+        let next = self.seq.load(Ordering::Relaxed);
+        match r.lines.len().checked_sub(n.min(r.lines.len())).and_then(|i| r.lines.get(i)) {
+            Some(l) => l.seq - 1,
+            None => next - 1,
+        }
     }
 
     /// The last `n` lines, oldest first.
@@ -118,6 +145,24 @@ impl LogBuffer {
     fn push_bytes(&self, stream: Stream, b: &[u8]) {
         let b = b.strip_suffix(b"\r").unwrap_or(b);
         self.push(stream, &String::from_utf8_lossy(b));
+    }
+}
+
+impl crate::sse::Feed for LogBuffer {
+    type Item = LogLine;
+    fn id_of(item: &LogLine) -> u64 {
+        item.seq
+    }
+    fn since(&self, after: u64) -> (Vec<LogLine>, u64, broadcast::Receiver<LogLine>) {
+        let r = self.lines.lock().expect("log lock");
+        let next = self.seq.load(Ordering::Relaxed);
+        let after = crate::sse::effective_after(after, next);
+        let oldest = r.lines.front().map(|l| l.seq).unwrap_or(next);
+        let lines = r.lines.iter().filter(|l| l.seq > after).cloned().collect();
+        (lines, crate::sse::lost_between(after, oldest, next), self.feed.subscribe())
+    }
+    fn next_id(&self) -> u64 {
+        self.next_seq()
     }
 }
 

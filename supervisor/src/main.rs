@@ -26,8 +26,9 @@ fn main() {
                 }
             };
             let _guard = logging::init(cli.log_format);
+            let reloader = supervisor::reload::Reloader::new(args.config.clone(), args.overrides());
             single_thread_runtime().block_on(async {
-                run::run(cfg).await.unwrap_or_else(|e| {
+                run::run(cfg, reloader).await.unwrap_or_else(|e| {
                     tracing::error!("{e:#}");
                     eprintln!("error: {e:#}");
                     1

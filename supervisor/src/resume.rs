@@ -62,6 +62,7 @@ pub async fn watch(sup: Arc<Supervisor>, id_file: PathBuf, grace: Duration) {
             tracing::info!("resumed ({why}): grace period of {grace:?}; idle upstream connections dropped");
             LAST_RESUME_MS.store(now_ms(), Ordering::Relaxed);
             sup.begin_grace(grace);
+            crate::metrics::resumed();
             crate::proxy::drop_idle_connections();
         }
     }

@@ -1,5 +1,6 @@
-//! `supervisor run`: load the config, start the engine, serve the control socket, and
-//! shut everything down on SIGTERM/SIGINT (a second signal forces it).
+//! `supervisor run`: load the config, start the engine, serve the control socket, reload
+//! the config on SIGHUP, and shut everything down on SIGTERM/SIGINT (a second signal
+//! forces it).
 
 use crate::api::auth::TokenAuth;
 use crate::api::env::EnvStore;
@@ -15,8 +16,9 @@ use std::path::Path;
 use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
 
-/// Runs the stack until a stop signal; returns the exit code.
-pub async fn run(cfg: Config) -> anyhow::Result<i32> {
+/// Runs the stack until a stop signal; returns the exit code. `reloader` reads the config
+/// again on SIGHUP and `reload`.
+pub async fn run(cfg: Config, reloader: crate::reload::Reloader) -> anyhow::Result<i32> {
     install_panic_hook();
     let reaper = Reaper::install()?;
     let nofile = server::listener::raise_nofile();
@@ -29,6 +31,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
     let public = server::bind(&settings.listen).await?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    // SIGHUP through signal-hook (tokio's own handlers above share its registry, so both coexist).
+    let hup = signal_hook_tokio::Signals::new([signal_hook::consts::SIGHUP])?;
 
     let guard = Arc::new(PortGuard::new(settings.port_guard));
     if guard.status().enabled {
@@ -47,10 +51,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
     // Read before any service starts, so the first spawn already gets it.
     let injected = env.injected().await;
     let sup = Supervisor::start(cfg, reaper.clone(), injected).map_err(|e| anyhow::anyhow!(e))?;
-    let pty_user = settings.service_user.clone().or_else(|| sup.services().get(&settings.proxy_service).and_then(|h| h.spec.user.clone()));
+    let pty_user = settings.service_user.clone().or_else(|| sup.handle(&settings.proxy_service).and_then(|h| h.spec.user.clone()));
     let pty_defaults = crate::pty::session::SessionDefaults::new(settings.app_dir.clone(), pty_user.as_deref(), settings.pty_idle).map_err(|e| anyhow::anyhow!("terminal sessions: {e}"))?;
     let ptys = crate::pty::session::Manager::new(reaper.clone(), sup.clone(), pty_defaults);
-    let state = ApiState { sup: sup.clone(), cpu: Arc::default(), env, token_file: settings.token_file.clone(), guard: guard.clone(), ptys: ptys.clone() };
+    let reloader = Arc::new(reloader);
+    let state = ApiState { sup: sup.clone(), cpu: Arc::default(), env, token_file: settings.token_file.clone(), guard: guard.clone(), ptys: ptys.clone(), reload: reloader.clone() };
     let app = Arc::new(AppProxy {
         upstream: Upstream::new(&settings.proxy_upstream),
         service: settings.proxy_service.clone(),
@@ -66,6 +71,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
         }
     });
     tokio::spawn(log_when_ready(sup.clone()));
+    tokio::spawn(reload_on_hangup(hup, reloader, sup.clone()));
     tokio::spawn(crate::resume::watch(sup.clone(), settings.sandbox_id_file.clone(), settings.resume_grace));
 
     let which = tokio::select! {
@@ -108,6 +114,18 @@ async fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     let l = tokio::net::UnixListener::bind(path).map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(l)
+}
+
+/// Reloads the config on every SIGHUP (one at a time; the outcome is logged, an invalid
+/// file with its file, key and reason).
+async fn reload_on_hangup(mut hup: signal_hook_tokio::Signals, reloader: Arc<crate::reload::Reloader>, sup: Arc<Supervisor>) {
+    use futures_util::StreamExt;
+    while hup.next().await.is_some() {
+        tracing::info!("SIGHUP: reloading the config");
+        if let Ok(r) = reloader.reload(&sup).await {
+            tracing::info!(started = ?r.started, stopped = ?r.stopped, restarted = ?r.restarted, unchanged = ?r.unchanged, needs_restart = ?r.needs_restart, "SIGHUP reload applied");
+        }
+    }
 }
 
 /// Logs once when the whole stack is first ready, with the boot time and the last service.

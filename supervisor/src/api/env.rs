@@ -155,7 +155,16 @@ pub async fn get_env(State(st): State<ApiState>, uri: Uri) -> Result<Json<serde_
 }
 
 /// `POST /_supervisor/env`.
-pub async fn post_env(State(st): State<ApiState>, headers: HeaderMap, body: Body) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+pub async fn post_env(st: State<ApiState>, headers: HeaderMap, body: Body) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let r = post_env_inner(st, headers, body).await;
+    crate::metrics::env_write(match &r {
+        Ok(_) => "ok",
+        Err(e) => e.code,
+    });
+    r
+}
+
+async fn post_env_inner(State(st): State<ApiState>, headers: HeaderMap, body: Body) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let mime = ctype.split(';').next().unwrap_or("").trim();
     if !mime.eq_ignore_ascii_case("application/json") {

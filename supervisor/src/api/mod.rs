@@ -12,16 +12,14 @@ pub use error::{json_errors, ApiError};
 use crate::engine::{Control, Supervisor};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::HeaderMap;
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_stream::wrappers::BroadcastStream;
 
 /// State behind every control route.
 #[derive(Clone)]
@@ -38,6 +36,8 @@ pub struct ApiState {
     pub guard: Arc<crate::guard::PortGuard>,
     /// Terminal sessions.
     pub ptys: Arc<crate::pty::session::Manager>,
+    /// Reads the config file again for `reload`.
+    pub reload: Arc<crate::reload::Reloader>,
 }
 
 /// The routes that need no token: liveness and readiness of the supervisor.
@@ -54,6 +54,8 @@ pub fn token_routes() -> Router<ApiState> {
         .route("/_supervisor/services/{name}/{action}", post(service_action))
         .route("/_supervisor/env", get(env::get_env).post(env::post_env))
         .merge(pty::routes())
+        .route("/_supervisor/metrics", get(metrics))
+        .route("/_supervisor/reload", post(reload))
 }
 
 /// Routes only the unix socket serves (root's tools).
@@ -99,18 +101,19 @@ async fn status_route(State(st): State<ApiState>) -> Json<status::StatusReport> 
     Json(status::report_async(&st).await)
 }
 
-/// SSE: a `snapshot` event with the whole status, then a `service` event per change.
-async fn events(State(st): State<ApiState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let rx = st.sup.subscribe();
+/// SSE: a `snapshot` event with the whole status, then a `service` event per change, each
+/// with an `id:`; a reconnect with `Last-Event-ID` gets what it missed instead of a snapshot.
+async fn events(State(st): State<ApiState>, headers: HeaderMap) -> Response {
+    let ring = st.sup.event_ring();
+    let render = |n: &crate::sse::Numbered<crate::engine::ServiceStatus>| Event::default().event("service").json_data(&n.item).expect("json");
+    if let Some(after) = crate::sse::last_event_id(&headers) {
+        return crate::sse::stream(ring, vec![], after, render).into_response();
+    }
+    // The snapshot is read after the id: a change in between is in both, never in neither.
+    let after = ring.last_id();
     let snapshot = status::report_async(&st).await;
-    let first = stream::once(async move { Ok(Event::default().event("snapshot").json_data(snapshot).expect("json")) });
-    let changes = BroadcastStream::new(rx).filter_map(|m| async move {
-        match m {
-            Ok(s) => Some(Ok(Event::default().event("service").json_data(s).expect("json"))),
-            Err(_) => Some(Ok(Event::default().event("lagged").data("some events were dropped; re-read status"))),
-        }
-    });
-    Sse::new(first.chain(changes)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    let first = Event::default().event("snapshot").id(after.to_string()).json_data(snapshot).expect("json");
+    crate::sse::stream(ring, vec![first], after, render).into_response()
 }
 
 #[derive(Deserialize)]
@@ -119,24 +122,18 @@ struct LogQuery {
     follow: Option<String>,
 }
 
-/// The last `tail` lines as JSON `{"name","lines":[...]}`; with `follow=1`, SSE `line` events.
-async fn logs(State(st): State<ApiState>, Path(name): Path<String>, Query(q): Query<LogQuery>) -> Result<Response, ApiError> {
-    let h = st.sup.services().get(&name).ok_or_else(|| ApiError::unknown_service(&name))?;
+/// The last `tail` lines as JSON `{"name","lines":[...]}`; with `follow=1`, SSE `line`
+/// events with `id:` (the line's `seq`), replayed after `Last-Event-ID` on a reconnect.
+async fn logs(State(st): State<ApiState>, Path(name): Path<String>, Query(q): Query<LogQuery>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let h = st.sup.handle(&name).ok_or_else(|| ApiError::unknown_service(&name))?;
     let n = q.tail.unwrap_or(100);
     let follow = matches!(q.follow.as_deref(), Some("1" | "true" | "yes"));
     if !follow {
         return Ok(Json(serde_json::json!({"name": name, "lines": h.logs.tail(n)})).into_response());
     }
-    let (tail, rx) = h.logs.tail_and_follow(n);
-    let line = |l: crate::logs::LogLine| Ok::<_, Infallible>(Event::default().event("line").json_data(l).expect("json"));
-    let past = stream::iter(tail.into_iter().map(line));
-    let live = BroadcastStream::new(rx).filter_map(move |m| async move {
-        match m {
-            Ok(l) => Some(line(l)),
-            Err(_) => Some(Ok(Event::default().event("lagged").data("some lines were dropped"))),
-        }
-    });
-    Ok(Sse::new(past.chain(live)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
+    let after = crate::sse::last_event_id(&headers).unwrap_or_else(|| h.logs.tail_start(n));
+    let render = |l: &crate::logs::LogLine| Event::default().event("line").json_data(l).expect("json");
+    Ok(crate::sse::stream(h.logs.clone(), vec![], after, render).into_response())
 }
 
 /// `POST /_supervisor/services/NAME/{start,stop,restart}` → 202 with the state after the command.
@@ -163,6 +160,29 @@ async fn service_action(State(st): State<ApiState>, Path((name, action)): Path<(
     .await;
     let now = st.sup.status(&name).unwrap_or(before);
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"name": name, "action": action, "state": now.state, "pid": now.pid}))).into_response())
+}
+
+/// `GET /_supervisor/metrics`: the Prometheus text page, built off the event loop.
+async fn metrics(State(st): State<ApiState>) -> Response {
+    let sup = st.sup.clone();
+    match tokio::task::spawn_blocking(move || crate::metrics::render(&sup)).await {
+        Ok(page) => ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], page).into_response(),
+        Err(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "the metrics page could not be built (logged)").into_response(),
+    }
+}
+
+/// `POST /_supervisor/reload`: 200 `{"started","stopped","restarted","unchanged","needs_restart"}`;
+/// 400 `invalid_config` with `file`, `key` and `reason` when the file is not valid (nothing changed).
+async fn reload(State(st): State<ApiState>) -> Response {
+    use crate::reload::ReloadError;
+    match st.reload.reload(&st.sup).await {
+        Ok(report) => Json(report).into_response(),
+        Err(ReloadError::Invalid(e)) => {
+            let body = serde_json::json!({"error": {"code": "invalid_config", "message": format!("{e}; nothing was changed"), "file": e.file, "key": e.key, "reason": e.reason}});
+            (StatusCode::BAD_REQUEST, Json(body)).into_response()
+        }
+        Err(ReloadError::Refused(why)) => ApiError::new(StatusCode::CONFLICT, "reload_refused", format!("{why}; nothing was changed")).into_response(),
+    }
 }
 
 /// `POST /_supervisor/token/rotate` (socket only): writes a fresh random token to the

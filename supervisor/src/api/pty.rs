@@ -100,7 +100,7 @@ async fn attach_service(
     revoked: Option<Extension<Revocation>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let h = st.sup.services().get(&name).ok_or_else(|| ApiError::unknown_service(&name))?;
+    let h = st.sup.handle(&name).ok_or_else(|| ApiError::unknown_service(&name))?;
     let slot = h.tty.as_ref().ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "not_a_tty", format!("service {name:?} does not run under a terminal (set tty = true)")))?;
     let hub = slot.hub().ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "not_running", format!("service {name:?} has not started yet")))?;
     let up = upgrade.map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "websocket_required", "this route is a WebSocket"))?;

@@ -41,6 +41,8 @@ pub struct StatusReport {
     pub env_dropped: Vec<crate::inject::Dropped>,
     /// Services in start order.
     pub services: Vec<ServiceReport>,
+    /// The machine: memory, disk free of the app dir, load, CPUs.
+    pub system: crate::sysstats::SystemStats,
 }
 
 /// Remembers the last CPU sample per service so `cpu_percent` is a recent rate.
@@ -70,12 +72,12 @@ impl CpuSampler {
 
 /// Builds the status document, reading `/proc` on a blocking thread.
 pub async fn report_async(st: &super::ApiState) -> StatusReport {
-    let all = procs::live_async().await;
-    report(&st.sup, &st.cpu, &st.guard, &all)
+    let (all, system) = tokio::join!(procs::live_async(), crate::sysstats::sample_async(st.sup.config().settings.app_dir));
+    report(&st.sup, &st.cpu, &st.guard, &all, system)
 }
 
 /// Builds the status document from the processes `all` seen in `/proc`.
-pub fn report(sup: &Supervisor, cpu: &CpuSampler, guard: &crate::guard::PortGuard, all: &[procs::ProcStat]) -> StatusReport {
+pub fn report(sup: &Supervisor, cpu: &CpuSampler, guard: &crate::guard::PortGuard, all: &[procs::ProcStat], system: crate::sysstats::SystemStats) -> StatusReport {
     let services = sup
         .statuses()
         .into_iter()
@@ -101,5 +103,6 @@ pub fn report(sup: &Supervisor, cpu: &CpuSampler, guard: &crate::guard::PortGuar
         resume_grace: sup.in_grace(),
         env_dropped: sup.injected_dropped(),
         services,
+        system,
     }
 }

@@ -101,6 +101,35 @@ pub struct Settings {
     pub resume_grace: Duration,
     /// How long a terminal session outlives its last client.
     pub pty_idle: Duration,
+    /// Status changes kept for event replay.
+    pub event_ring: usize,
+}
+
+/// The `[supervisor]` keys whose value differs between `old` and `new`: the running
+/// supervisor keeps its listener, socket, files and limits, so a reload reports these as
+/// needing a restart of the supervisor rather than silently ignoring them.
+pub fn settings_needing_restart(old: &Settings, new: &Settings) -> Vec<String> {
+    let pairs: [(&str, String, String); 18] = [
+        ("listen", old.listen.clone(), new.listen.clone()),
+        ("service_user", format!("{:?}", old.service_user), format!("{:?}", new.service_user)),
+        ("port_guard", format!("{:?}", old.port_guard), format!("{:?}", new.port_guard)),
+        ("port_guard_allow", format!("{:?}", old.port_guard_allow), format!("{:?}", new.port_guard_allow)),
+        ("shutdown_timeout", format!("{:?}", old.shutdown_timeout), format!("{:?}", new.shutdown_timeout)),
+        ("control_socket", format!("{:?}", old.control_socket), format!("{:?}", new.control_socket)),
+        ("token_file", format!("{:?}", old.token_file), format!("{:?}", new.token_file)),
+        ("env_file", format!("{:?}", old.env_file), format!("{:?}", new.env_file)),
+        ("log_lines", old.log_lines.to_string(), new.log_lines.to_string()),
+        ("log_bytes", old.log_bytes.to_string(), new.log_bytes.to_string()),
+        ("services_env_file", format!("{:?}", old.services_env_file), format!("{:?}", new.services_env_file)),
+        ("proxy_service", old.proxy_service.clone(), new.proxy_service.clone()),
+        ("proxy_upstream", old.proxy_upstream.clone(), new.proxy_upstream.clone()),
+        ("sandbox_id_file", format!("{:?}", old.sandbox_id_file), format!("{:?}", new.sandbox_id_file)),
+        ("resume_grace", format!("{:?}", old.resume_grace), format!("{:?}", new.resume_grace)),
+        ("event_ring", old.event_ring.to_string(), new.event_ring.to_string()),
+        ("pty_idle", format!("{:?}", old.pty_idle), format!("{:?}", new.pty_idle)),
+        ("app_dir", format!("{:?}", old.app_dir), format!("{:?}", new.app_dir)),
+    ];
+    pairs.into_iter().filter(|(_, a, b)| a != b).map(|(k, _, _)| k.to_string()).collect()
 }
 
 /// One checked service.
@@ -148,6 +177,19 @@ pub struct ServiceSpec {
     pub disabled: bool,
     /// Runs under a pseudo-terminal.
     pub tty: bool,
+    /// Output also written to a size-rotated file.
+    pub log_file: Option<LogFileSpec>,
+}
+
+/// A checked `log_file`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFileSpec {
+    /// The file.
+    pub path: PathBuf,
+    /// Rotate past this size.
+    pub max_bytes: u64,
+    /// Rotated files kept.
+    pub keep: u32,
 }
 
 /// Capped exponential backoff settings.
@@ -215,6 +257,8 @@ pub enum ProbeKind {
     File(PathBuf),
     /// The X display (e.g. `:99`) completes an X11 connection setup.
     X11(String),
+    /// A line of the service's own output since its start matches.
+    Log(regex::Regex),
 }
 
 impl ProbeKind {
@@ -230,6 +274,20 @@ impl ProbeKind {
             ProbeKind::Exec(argv) => format!("exec {}", argv.join(" ")),
             ProbeKind::File(p) => format!("file {}", p.display()),
             ProbeKind::X11(d) => format!("x11 {d}"),
+            ProbeKind::Log(r) => format!("log /{}/", r.as_str()),
+        }
+    }
+
+    /// The kind's name, a bounded metrics label.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProbeKind::Tcp(_) => "tcp",
+            ProbeKind::Http { .. } => "http",
+            ProbeKind::Cdp(_) => "cdp",
+            ProbeKind::Exec(_) => "exec",
+            ProbeKind::File(_) => "file",
+            ProbeKind::X11(_) => "x11",
+            ProbeKind::Log(_) => "log",
         }
     }
 }

@@ -54,6 +54,8 @@ pub struct SupervisorSection {
     pub resume_grace: Option<Dur>,
     /// How long a terminal session outlives its last client (default 10 min).
     pub pty_idle: Option<Dur>,
+    /// Status changes kept for `/_supervisor/events` replay (`Last-Event-ID`), default 1024.
+    pub event_ring: Option<usize>,
 }
 
 /// The port guard's mode (SPEC §7): `required` also keeps `/readyz` at 503 while the
@@ -196,6 +198,21 @@ pub struct ServiceSection {
     /// Run it under a pseudo-terminal (`ctl attach` joins it).
     #[serde(default)]
     pub tty: bool,
+    /// Also append the service's output to this file, rotated by size (off by default).
+    pub log_file: Option<LogFileSection>,
+}
+
+/// `log_file = { path, max_size, keep }`: a service's output on disk, for post-mortems
+/// that outlive the ring buffer. `path.1` … `path.<keep>` are the rotated files.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFileSection {
+    /// The file (`${RUNTIME_DIR}` etc. expand).
+    pub path: String,
+    /// Rotate when it would pass this size (default `"10MiB"`).
+    pub max_size: Option<ByteSize>,
+    /// Rotated files kept (default 3; 0 = truncate instead).
+    pub keep: Option<u32>,
 }
 
 /// `backoff = { initial, max, multiplier, reset_after, jitter }`.
@@ -264,6 +281,8 @@ pub struct ProbeSection {
     pub file: Option<String>,
     /// X display (`":99"`) answers an X11 connection setup.
     pub x11: Option<String>,
+    /// A line of the service's own output since its start matches this regex.
+    pub log: Option<String>,
     /// Wait before the first run.
     pub initial_delay: Option<Dur>,
     /// Interval once the probe has succeeded.

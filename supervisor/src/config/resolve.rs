@@ -37,6 +37,7 @@ pub fn resolve(source: &str, config_dir: &Path, text: &str, ov: &Overrides) -> R
         sandbox_id_file: path_or(&sv.sandbox_id_file, PathBuf::from("/run/e2b/.E2B_SANDBOX_ID")),
         resume_grace: sv.resume_grace.map(Into::into).unwrap_or(Duration::from_secs(15)),
         pty_idle: sv.pty_idle.map(Into::into).unwrap_or(Duration::from_secs(600)),
+        event_ring: sv.event_ring.unwrap_or(1024).clamp(1, 100_000),
         app_dir: app_dir.clone(),
         runtime_dir: runtime_dir.clone(),
         config_dir: config_dir.to_path_buf(),
@@ -177,7 +178,12 @@ fn service(name: &str, s: &ServiceSection, vars: &Vars, settings: &Settings) -> 
         crash_loop,
         startup: probe("startup", &s.startup)?,
         readiness: probe("readiness", &s.readiness)?,
-        liveness: probe("liveness", &s.liveness)?,
+        liveness: match probe("liveness", &s.liveness)? {
+            Some(p) if matches!(p.kind, ProbeKind::Log(_)) => {
+                return Err((key("liveness.log"), "a log probe can gate startup or readiness, not liveness (a line once printed stays printed)".into()))
+            }
+            p => p,
+        },
         stop_signal,
         stop_timeout: s.stop_timeout.map(Into::into).unwrap_or(Duration::from_secs(10)),
         memory_limit: s.memory_limit.map(|b| b.0),
@@ -187,6 +193,23 @@ fn service(name: &str, s: &ServiceSection, vars: &Vars, settings: &Settings) -> 
         port: s.port,
         disabled: s.disabled,
         tty: s.tty,
+        log_file: match &s.log_file {
+            None => None,
+            Some(f) => {
+                if f.path.trim().is_empty() {
+                    return Err((key("log_file.path"), "is empty".into()));
+                }
+                let max_bytes = f.max_size.map(|b| b.0).unwrap_or(10 << 20);
+                if max_bytes < 4096 {
+                    return Err((key("log_file.max_size"), "must be at least 4KiB".into()));
+                }
+                let keep = f.keep.unwrap_or(3);
+                if keep > 100 {
+                    return Err((key("log_file.keep"), "at most 100 rotated files".into()));
+                }
+                Some(LogFileSpec { path: PathBuf::from(vars.expand(&f.path)), max_bytes, keep })
+            }
+        },
     })
 }
 
@@ -202,10 +225,10 @@ pub(crate) fn parse_signal(s: &str) -> Result<Signal, String> {
 
 /// Checks one probe table; errors carry a key suffix such as `.period`.
 fn probe(p: &ProbeSection, vars: &Vars) -> Result<ProbeSpec, KeyErr> {
-    let set = [p.tcp.is_some(), p.http.is_some(), p.cdp.is_some(), p.exec.is_some(), p.file.is_some(), p.x11.is_some()];
+    let set = [p.tcp.is_some(), p.http.is_some(), p.cdp.is_some(), p.exec.is_some(), p.file.is_some(), p.x11.is_some(), p.log.is_some()];
     let n = set.iter().filter(|b| **b).count();
     if n != 1 {
-        return Err((String::new(), format!("a probe needs exactly one of tcp, http, cdp, exec, file, x11 (found {n})")));
+        return Err((String::new(), format!("a probe needs exactly one of tcp, http, cdp, exec, file, x11, log (found {n})")));
     }
     if p.http.is_none() && (p.status.is_some() || !p.headers.is_empty()) {
         return Err((".status".into(), "status and headers apply only to an http probe".into()));
@@ -237,6 +260,13 @@ fn probe(p: &ProbeSection, vars: &Vars) -> Result<ProbeSpec, KeyErr> {
             return Err((".x11".into(), format!("{d:?} is not a display such as \":99\"")));
         }
         ProbeKind::X11(d.clone())
+    } else if let Some(re) = &p.log {
+        if re.is_empty() {
+            return Err((".log".into(), "the pattern is empty (it would match any line)".into()));
+        }
+        // Bounded: a pattern must not make the supervisor build a huge automaton.
+        let r = regex::RegexBuilder::new(re).size_limit(1 << 20).dfa_size_limit(1 << 20).build().map_err(|e| (".log".to_string(), format!("not a valid regex: {e}")))?;
+        ProbeKind::Log(r)
     } else {
         ProbeKind::File(PathBuf::from(vars.expand(p.file.as_deref().unwrap_or_default())))
     };

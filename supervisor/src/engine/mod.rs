@@ -6,10 +6,12 @@ pub mod command;
 pub mod kill;
 pub mod procs;
 pub mod reaper;
+mod reload;
 mod service;
 pub mod spawn;
 pub mod state;
 
+pub use reload::ReloadReport;
 pub use service::Control;
 pub use state::{ServiceStatus, State};
 
@@ -29,9 +31,11 @@ use tokio::sync::{broadcast, mpsc, watch};
 /// What the runners share: the reaper, every service's status, change notifications.
 pub(crate) struct Shared {
     reaper: Arc<Reaper>,
-    statuses: IndexMap<String, watch::Receiver<ServiceStatus>>,
+    statuses: RwLock<IndexMap<String, watch::Receiver<ServiceStatus>>>,
     tick: watch::Sender<u64>,
     events: broadcast::Sender<ServiceStatus>,
+    /// Every change, numbered, for `/_supervisor/events` with `Last-Event-ID` replay.
+    event_ring: Arc<crate::sse::Ring<ServiceStatus>>,
     injected: RwLock<Injected>,
     /// The injected environment's fingerprint each service's current process got.
     spawned_env: Mutex<HashMap<String, u64>>,
@@ -43,10 +47,11 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn status_of(&self, name: &str) -> ServiceStatus {
-        self.statuses.get(name).map(|r| r.borrow().clone()).unwrap_or_else(|| ServiceStatus::new(name, false))
+        self.statuses.read().expect("statuses").get(name).map(|r| r.borrow().clone()).unwrap_or_else(|| ServiceStatus::new(name, false))
     }
 
     fn changed(&self, st: ServiceStatus) {
+        self.event_ring.push(st.clone());
         let _ = self.events.send(st);
         self.tick.send_modify(|t| *t += 1);
     }
@@ -80,10 +85,7 @@ pub const ENV_COALESCE: Duration = Duration::from_millis(250);
 pub const ENV_COALESCE_MAX: Duration = Duration::from_secs(2);
 
 /// Restarts `env_injection` services after env changes, once per burst of writes.
-async fn env_restarts(shared: Arc<Shared>, services: Vec<(String, mpsc::Sender<Control>)>) {
-    if services.is_empty() {
-        return;
-    }
+async fn env_restarts(sup: std::sync::Weak<Supervisor>, shared: Arc<Shared>) {
     loop {
         shared.env_changed.notified().await;
         let burst = tokio::time::Instant::now();
@@ -93,9 +95,10 @@ async fn env_restarts(shared: Arc<Shared>, services: Vec<(String, mpsc::Sender<C
                 _ = shared.env_changed.notified() => if burst.elapsed() >= ENV_COALESCE_MAX { break },
             }
         }
-        for (name, ctl) in &services {
-            if shared.env_stale(name) {
-                let _ = ctl.send(Control::EnvChanged).await;
+        let Some(sup) = sup.upgrade() else { return };
+        for h in sup.handles() {
+            if h.spec.env_injection && !h.spec.disabled && shared.env_stale(&h.spec.name) {
+                let _ = h.ctl.send(Control::EnvChanged).await;
             }
         }
     }
@@ -115,9 +118,24 @@ pub struct ServiceHandle {
 /// The running stack.
 pub struct Supervisor {
     shared: Arc<Shared>,
-    services: IndexMap<String, ServiceHandle>,
+    services: RwLock<IndexMap<String, Arc<ServiceHandle>>>,
+    /// The config the running services came from (what a reload compares against).
+    config: Mutex<Config>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
     started_ms: u64,
     started: std::time::Instant,
+}
+
+/// Looks up every service's `user` (the account it drops to when we are root).
+fn resolve_users(services: &[ServiceSpec]) -> Result<Vec<Option<RunAs>>, String> {
+    services
+        .iter()
+        .map(|s| match &s.user {
+            Some(u) => RunAs::lookup(u).map_err(|e| format!("services.{}.user: {e}", s.name)),
+            None => Ok(None),
+        })
+        .collect()
 }
 
 /// Error of a command naming a service that does not exist.
@@ -133,58 +151,83 @@ impl Supervisor {
         for d in &injected.dropped {
             tracing::warn!(key = %d.key, scope = d.scope.as_str(), "left out of the injected environment: {}", d.reason);
         }
-        let mut senders = Vec::new();
-        let mut statuses = IndexMap::new();
-        for s in &cfg.services {
-            let run_as = match &s.user {
-                Some(u) => RunAs::lookup(u).map_err(|e| format!("services.{}.user: {e}", s.name))?,
-                None => None,
-            };
-            let (tx, rx) = watch::channel(ServiceStatus::new(&s.name, s.required && !s.disabled));
-            statuses.insert(s.name.clone(), rx);
-            senders.push((s.clone(), run_as, tx));
-        }
+        let users = resolve_users(&cfg.services)?;
         let (tick, _) = watch::channel(0u64);
         let (events, _) = broadcast::channel(256);
         let shared = Arc::new(Shared {
             reaper,
-            statuses,
+            statuses: RwLock::new(IndexMap::new()),
             tick,
             events,
+            event_ring: Arc::new(crate::sse::Ring::new(cfg.settings.event_ring)),
             injected: RwLock::new(injected),
             spawned_env: Mutex::new(HashMap::new()),
             env_changed: tokio::sync::Notify::new(),
             shutting_down: AtomicBool::new(false),
             grace_until: std::sync::Mutex::new(None),
         });
-        let mut services = IndexMap::new();
-        for (spec, run_as, status) in senders {
-            let logs = LogBuffer::new(&spec.name, cfg.settings.log_lines, cfg.settings.log_bytes);
-            let (ctl_tx, ctl_rx) = mpsc::channel(16);
-            let tty = spec.tty.then(|| Arc::new(crate::pty::TtySlot::default()));
-            let runner = Runner { spec: spec.clone(), run_as, shared: shared.clone(), logs: logs.clone(), tty: tty.clone(), status, ctl: ctl_rx };
-            tokio::spawn(service::run_guarded(runner));
-            services.insert(spec.name.clone(), ServiceHandle { spec, logs, tty, ctl: ctl_tx });
+        let sup = Arc::new(Supervisor {
+            shared: shared.clone(),
+            services: RwLock::new(IndexMap::new()),
+            config: Mutex::new(cfg.clone()),
+            reloading: tokio::sync::Mutex::new(()),
+            started_ms,
+            started,
+        });
+        for (spec, run_as) in cfg.services.iter().zip(users) {
+            sup.launch_with(spec.clone(), run_as, &cfg.settings, None);
         }
-        let injecting: Vec<(String, mpsc::Sender<Control>)> =
-            services.values().filter(|h| h.spec.env_injection && !h.spec.disabled).map(|h| (h.spec.name.clone(), h.ctl.clone())).collect();
-        tokio::spawn(env_restarts(shared.clone(), injecting));
-        Ok(Arc::new(Supervisor { shared, services, started_ms, started }))
+        tokio::spawn(env_restarts(Arc::downgrade(&sup), shared));
+        Ok(sup)
+    }
+
+    /// Starts the runner of one service (its status and handle join the board), with
+    /// `logs` when it carries on an earlier one's output (a reload's restart).
+    fn launch_with(&self, spec: ServiceSpec, run_as: Option<RunAs>, settings: &crate::config::Settings, logs: Option<Arc<LogBuffer>>) {
+        let (status, rx) = watch::channel(ServiceStatus::new(&spec.name, spec.required && !spec.disabled));
+        self.shared.statuses.write().expect("statuses").insert(spec.name.clone(), rx);
+        let logs = logs.unwrap_or_else(|| LogBuffer::new(&spec.name, settings.log_lines, settings.log_bytes));
+        logs.set_file(spec.log_file.as_ref().map(|f| crate::logfile::LogFile::new(f.path.clone(), f.max_bytes, f.keep)));
+        let (ctl_tx, ctl_rx) = mpsc::channel(16);
+        let tty = spec.tty.then(|| Arc::new(crate::pty::TtySlot::default()));
+        let runner = Runner::new(spec.clone(), run_as, self.shared.clone(), logs.clone(), tty.clone(), status, ctl_rx);
+        tokio::spawn(service::run_guarded(runner));
+        self.services.write().expect("services").insert(spec.name.clone(), Arc::new(ServiceHandle { spec, logs, tty, ctl: ctl_tx }));
+    }
+
+    /// Every service handle, in start order (a snapshot: a reload may change the set).
+    pub fn handles(&self) -> Vec<Arc<ServiceHandle>> {
+        self.services.read().expect("services").values().cloned().collect()
+    }
+
+    /// One service's handle.
+    pub fn handle(&self, name: &str) -> Option<Arc<ServiceHandle>> {
+        self.services.read().expect("services").get(name).cloned()
+    }
+
+    /// The numbered feed of every status change (SSE replay).
+    pub fn event_ring(&self) -> Arc<crate::sse::Ring<ServiceStatus>> {
+        self.shared.event_ring.clone()
+    }
+
+    /// The config the running services came from.
+    pub fn config(&self) -> Config {
+        self.config.lock().expect("config").clone()
     }
 
     /// Every service's status, in start order.
     pub fn statuses(&self) -> Vec<ServiceStatus> {
-        self.shared.statuses.values().map(|r| r.borrow().clone()).collect()
+        self.shared.statuses.read().expect("statuses").values().map(|r| r.borrow().clone()).collect()
     }
 
     /// One service's status.
     pub fn status(&self, name: &str) -> Option<ServiceStatus> {
-        self.shared.statuses.get(name).map(|r| r.borrow().clone())
+        self.shared.statuses.read().expect("statuses").get(name).map(|r| r.borrow().clone())
     }
 
     /// Every required, enabled service is ready.
     pub fn ready(&self) -> bool {
-        self.shared.statuses.values().all(|r| {
+        self.shared.statuses.read().expect("statuses").values().all(|r| {
             let s = r.borrow();
             !s.required || s.ready
         })
@@ -205,14 +248,9 @@ impl Supervisor {
         self.shared.events.subscribe()
     }
 
-    /// The service handles, in start order.
-    pub fn services(&self) -> &IndexMap<String, ServiceHandle> {
-        &self.services
-    }
-
     /// Sends `cmd` to service `name`.
     pub async fn control(&self, name: &str, cmd: Control) -> Result<(), UnknownService> {
-        let h = self.services.get(name).ok_or_else(|| UnknownService(name.to_string()))?;
+        let h = self.handle(name).ok_or_else(|| UnknownService(name.to_string()))?;
         let _ = h.ctl.send(cmd).await;
         Ok(())
     }
@@ -244,7 +282,7 @@ impl Supervisor {
 
     /// Whether any enabled service gets the injected environment.
     pub fn has_env_injection(&self) -> bool {
-        self.services.values().any(|h| h.spec.env_injection && !h.spec.disabled)
+        self.handles().iter().any(|h| h.spec.env_injection && !h.spec.disabled)
     }
 
     /// Call after [`Supervisor::set_injected_env`]: the `env_injection` services whose
@@ -252,8 +290,8 @@ impl Supervisor {
     /// writes is over (or revived, when `failed`). Returns their names.
     pub fn env_changed(&self) -> Vec<String> {
         let due: Vec<String> = self
-            .services
-            .values()
+            .handles()
+            .iter()
             .filter(|h| h.spec.env_injection && !h.spec.disabled && self.shared.env_stale(&h.spec.name))
             .filter(|h| self.shared.status_of(&h.spec.name).state != State::Stopped)
             .map(|h| h.spec.name.clone())
@@ -271,10 +309,11 @@ impl Supervisor {
         self.shared.shutting_down.store(true, Ordering::SeqCst);
         let orderly = async {
             let mut tasks = tokio::task::JoinSet::new();
-            for (name, h) in &self.services {
-                let dependents: Vec<String> = self
-                    .services
-                    .values()
+            let handles = self.handles();
+            for h in &handles {
+                let name = &h.spec.name;
+                let dependents: Vec<String> = handles
+                    .iter()
                     .filter(|o| o.spec.depends_on.iter().any(|(d, _)| d == name))
                     .map(|o| o.spec.name.clone())
                     .collect();

@@ -34,12 +34,12 @@ pub enum Control {
 enum Ended {
     /// A `stop` command.
     Stopped,
-    /// A `restart` command, a `restart_with` trigger or an env change.
-    Restart,
+    /// A `restart` command, a `restart_with` trigger or an env change (the cause, for metrics).
+    Restart(&'static str),
     /// The process exited by itself.
     Exited(ExitInfo),
-    /// We killed it: failed probe or memory limit.
-    Killed(String, Option<ExitInfo>),
+    /// We killed it: failed probe or memory limit (the cause, for metrics).
+    Killed(String, Option<ExitInfo>, &'static str),
     /// It could not be spawned.
     SpawnFailed(String),
 }
@@ -81,6 +81,8 @@ pub(super) struct Runner {
     pub tty: Option<Arc<crate::pty::TtySlot>>,
     pub status: watch::Sender<ServiceStatus>,
     pub ctl: mpsc::Receiver<Control>,
+    /// Why the next spawn is a restart (`supervisor_service_restarts_total{cause}`).
+    cause: &'static str,
 }
 
 /// Runs a service's runner, and runs it again if it panics: a bug in one service's
@@ -101,6 +103,11 @@ pub(super) async fn run_guarded(mut runner: Runner) {
 }
 
 impl Runner {
+    /// A runner that has not started its service yet.
+    pub fn new(spec: ServiceSpec, run_as: Option<RunAs>, shared: Arc<Shared>, logs: Arc<LogBuffer>, tty: Option<Arc<crate::pty::TtySlot>>, status: watch::Sender<ServiceStatus>, ctl: mpsc::Receiver<Control>) -> Self {
+        Runner { spec, run_as, shared, logs, tty, status, ctl, cause: "crash" }
+    }
+
     /// Updates the status and tells everyone who watches.
     fn set(&self, f: impl FnOnce(&mut ServiceStatus)) {
         self.status.send_modify(f);
@@ -142,7 +149,10 @@ impl Runner {
         }
         match wake {
             Wake::Cmd(None) => None,
-            Wake::Cmd(Some(Control::Start | Control::Restart)) => Some(Next::Start),
+            Wake::Cmd(Some(Control::Start | Control::Restart)) => {
+                self.cause = "manual";
+                Some(Next::Start)
+            }
             // A stop of a failed service keeps it down for good: no retry, no env revival.
             Wake::Cmd(Some(Control::Stop)) if down != Down::Stopped => {
                 self.set(|s| {
@@ -153,12 +163,14 @@ impl Runner {
             }
             Wake::Cmd(Some(Control::EnvChanged)) if down != Down::Stopped => {
                 self.note("the injected environment changed: trying again");
+                self.cause = "env";
                 Some(Next::Start)
             }
             Wake::Cmd(Some(_)) => Some(Next::Wait),
             Wake::Retry => {
                 tracing::info!(service = %self.spec.name, "retrying after a crash loop");
                 self.note("retrying after the crash loop's rest");
+                self.cause = "crash";
                 Some(Next::Start)
             }
         }
@@ -228,11 +240,13 @@ impl Runner {
                     down = Some(Down::Stopped);
                     continue;
                 }
-                Ended::Restart => {
+                Ended::Restart(cause) => {
+                    self.cause = cause;
                     backoff.reset();
                     continue;
                 }
                 Ended::Exited(info) => {
+                    self.cause = "crash";
                     let restart = match self.spec.restart {
                         RestartPolicy::Always => true,
                         RestartPolicy::OnFailure => !info.success(),
@@ -249,7 +263,14 @@ impl Runner {
                     }
                     format!("exited with {info}")
                 }
-                Ended::Killed(why, _) | Ended::SpawnFailed(why) => why,
+                Ended::Killed(why, _, cause) => {
+                    self.cause = cause;
+                    why
+                }
+                Ended::SpawnFailed(why) => {
+                    self.cause = "crash";
+                    why
+                }
             };
             if self.spec.restart == RestartPolicy::Never {
                 self.set(|s| {
@@ -293,7 +314,10 @@ impl Runner {
                         self.set(|s| s.state = State::Stopped);
                         down = Some(Down::Stopped);
                     }
-                    Some(_) => backoff.reset(),
+                    Some(c) => {
+                        self.cause = if c == Control::EnvChanged { "env" } else { "manual" };
+                        backoff.reset()
+                    }
                 }
             }
         }
@@ -338,6 +362,8 @@ impl Runner {
     /// Spawns one process and runs it until it ends for any reason.
     async fn run_once(&mut self) -> Ended {
         let env = if self.spec.env_injection { self.shared.injected_env_for(&self.spec.name) } else { Vec::new() };
+        // A `log` probe matches lines from here on: this process's output only.
+        let log_start = self.logs.next_seq();
         let Spawned { pid, mut exit } = match spawn(&self.spec, self.run_as.as_ref(), &env, &self.shared.reaper, &self.logs, self.tty.as_deref()) {
             Ok(s) => s,
             Err(e) => {
@@ -349,6 +375,10 @@ impl Runner {
         };
         tracing::info!(service = %self.spec.name, pid, "started");
         let first = self.status.borrow().spawns == 0;
+        if !first {
+            crate::metrics::restarted(&self.spec.name, self.cause);
+        }
+        self.cause = "crash";
         let has_startup = self.spec.startup.is_some();
         self.set(|s| {
             s.pid = Some(pid);
@@ -366,12 +396,9 @@ impl Runner {
         let (ready_tx, mut ready_rx) = mpsc::channel(4);
         let (live_tx, mut live_rx) = mpsc::channel(4);
         let mut probes = tokio::task::JoinSet::new();
-        let reaper = self.shared.reaper.clone();
         match &self.spec.startup {
-            Some(p) => {
-                probes.spawn(probe::run(p.clone(), reaper.clone(), startup_tx, false));
-            }
-            None => self.start_main_probes(&mut probes, ready_tx.clone(), live_tx.clone()),
+            Some(p) => self.spawn_probe(&mut probes, p, startup_tx, false, log_start),
+            None => self.start_main_probes(&mut probes, ready_tx.clone(), live_tx.clone(), log_start),
         }
         let mut mem_tick = tokio::time::interval(Duration::from_secs(1));
         mem_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -394,22 +421,22 @@ impl Runner {
                 c = self.ctl.recv() => match c {
                     Some(Control::Start) => {}
                     Some(Control::Stop) | None => break self.stop(pid, &mut exit, &mut probes, Ended::Stopped, "stop requested").await,
-                    Some(Control::Restart) => break self.stop(pid, &mut exit, &mut probes, Ended::Restart, "restart requested").await,
+                    Some(Control::Restart) => break self.stop(pid, &mut exit, &mut probes, Ended::Restart("manual"), "restart requested").await,
                     Some(Control::EnvChanged) => if self.shared.env_stale(&self.spec.name) {
-                        break self.stop(pid, &mut exit, &mut probes, Ended::Restart, "the injected environment changed").await;
+                        break self.stop(pid, &mut exit, &mut probes, Ended::Restart("env"), "the injected environment changed").await;
                     },
                 },
                 Some(v) = startup_rx.recv() => match v {
                     Verdict::Pass => {
                         self.set(|s| if s.state == State::Starting { s.state = State::Running });
-                        self.start_main_probes(&mut probes, ready_tx.clone(), live_tx.clone());
+                        self.start_main_probes(&mut probes, ready_tx.clone(), live_tx.clone(), log_start);
                     }
                     Verdict::Fail if self.shared.in_grace() => {
                         tracing::info!(service = %self.spec.name, "startup probe failing during the resume grace period; not restarting yet");
                     }
                     Verdict::Fail => {
                         let why = "startup probe failed".to_string();
-                        break self.stop(pid, &mut exit, &mut probes, Ended::Killed(why.clone(), None), &why).await;
+                        break self.stop(pid, &mut exit, &mut probes, Ended::Killed(why.clone(), None, "liveness"), &why).await;
                     }
                 },
                 Some(v) = ready_rx.recv() => match v {
@@ -429,7 +456,7 @@ impl Runner {
                         tracing::info!(service = %self.spec.name, "liveness probe failing during the resume grace period; not restarting yet");
                     } else if v == Verdict::Fail {
                         let why = "liveness probe failed".to_string();
-                        break self.stop(pid, &mut exit, &mut probes, Ended::Killed(why.clone(), None), &why).await;
+                        break self.stop(pid, &mut exit, &mut probes, Ended::Killed(why.clone(), None, "liveness"), &why).await;
                     }
                 }
                 _ = mem_tick.tick(), if self.spec.memory_limit.is_some() => {
@@ -437,7 +464,7 @@ impl Runner {
                     let used: u64 = procs::group_async(pid).await.iter().map(|p| p.rss_bytes).sum();
                     if used > limit {
                         let why = format!("memory limit exceeded: {} MiB > {} MiB", used >> 20, limit >> 20);
-                        break self.stop(pid, &mut exit, &mut probes, Ended::Killed(why.clone(), None), &why).await;
+                        break self.stop(pid, &mut exit, &mut probes, Ended::Killed(why.clone(), None, "memory"), &why).await;
                     }
                 }
                 r = tick.changed(), if !watched.is_empty() => {
@@ -445,32 +472,42 @@ impl Runner {
                         let again = watched.iter().find(|(n, seen)| self.shared.status_of(n).spawns > *seen).map(|(n, _)| n.clone());
                         if let Some(other) = again {
                             let why = format!("restart_with: {other} restarted");
-                            break self.stop(pid, &mut exit, &mut probes, Ended::Restart, &why).await;
+                            break self.stop(pid, &mut exit, &mut probes, Ended::Restart("restart_with"), &why).await;
                         }
                     }
                 }
             }
         };
-        if let Ended::Killed(why, Some(info)) = &ended {
+        if let Ended::Killed(why, Some(info), _) = &ended {
             tracing::debug!(service = %self.spec.name, "{why}: {info}");
         }
         ended
     }
 
     /// Starts readiness and liveness probes (after startup passed, or at once).
-    fn start_main_probes(&self, probes: &mut tokio::task::JoinSet<()>, ready_tx: mpsc::Sender<Verdict>, live_tx: mpsc::Sender<Verdict>) {
-        let reaper = &self.shared.reaper;
+    fn start_main_probes(&self, probes: &mut tokio::task::JoinSet<()>, ready_tx: mpsc::Sender<Verdict>, live_tx: mpsc::Sender<Verdict>, log_start: u64) {
         match &self.spec.readiness {
-            Some(p) => {
-                probes.spawn(probe::run(p.clone(), reaper.clone(), ready_tx, false));
-            }
+            Some(p) => self.spawn_probe(probes, p, ready_tx, false, log_start),
             None => {
                 // No readiness probe: ready once started (Kubernetes semantics).
                 let _ = ready_tx.try_send(Verdict::Pass);
             }
         }
         if let Some(p) = &self.spec.liveness {
-            probes.spawn(probe::run(p.clone(), reaper.clone(), live_tx, true));
+            self.spawn_probe(probes, p, live_tx, true, log_start);
+        }
+    }
+
+    /// Runs probe `p` as a task: a `log` probe watches this service's output from
+    /// `log_start` on; every other kind polls.
+    fn spawn_probe(&self, probes: &mut tokio::task::JoinSet<()>, p: &crate::config::ProbeSpec, tx: mpsc::Sender<Verdict>, passed_first: bool, log_start: u64) {
+        match &p.kind {
+            crate::config::ProbeKind::Log(re) => {
+                probes.spawn(probe::log::watch(p.clone(), re.clone(), self.logs.clone(), log_start, tx));
+            }
+            _ => {
+                probes.spawn(probe::run(p.clone(), self.shared.reaper.clone(), tx, passed_first, self.spec.name.clone()));
+            }
         }
     }
 
@@ -499,7 +536,7 @@ impl Runner {
             }
         });
         match outcome {
-            Ended::Killed(w, _) => Ended::Killed(w, info),
+            Ended::Killed(w, _, cause) => Ended::Killed(w, info, cause),
             o => o,
         }
     }

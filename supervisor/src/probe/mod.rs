@@ -8,6 +8,7 @@
 
 mod cdp;
 pub mod http;
+pub mod log;
 mod x11;
 
 use crate::config::{ProbeKind, ProbeSpec};
@@ -33,6 +34,8 @@ pub fn fast_interval(spec: &ProbeSpec) -> Duration {
         ProbeKind::Tcp(_) | ProbeKind::File(_) | ProbeKind::X11(_) => Duration::from_millis(5),
         ProbeKind::Http { .. } | ProbeKind::Cdp(_) => Duration::from_millis(10),
         ProbeKind::Exec(_) => Duration::from_millis(50),
+        // Event-driven (see [`log::watch`]); never polled.
+        ProbeKind::Log(_) => Duration::from_millis(50),
     };
     fast.min(spec.period)
 }
@@ -70,6 +73,7 @@ async fn attempt_inner(kind: &ProbeKind, reaper: &Reaper, limit: Duration) -> Re
             }
         }
         ProbeKind::Exec(argv) => exec(argv, reaper, limit).await,
+        ProbeKind::Log(_) => Err("a log probe watches the service's output; it is not polled".into()),
     }
 }
 
@@ -103,7 +107,9 @@ async fn exec(argv: &[String], reaper: &Reaper, limit: Duration) -> Result<(), S
 /// Runs `spec` forever (until the receiver of `tx` is gone), sending `Pass` when it
 /// passes (after not passing) and `Fail` after every `failure_threshold` periods of
 /// failures. `passed_first` is whether the probe starts out as passed (liveness does).
-pub async fn run(spec: ProbeSpec, reaper: Arc<Reaper>, tx: mpsc::Sender<Verdict>, passed_first: bool) {
+/// Every attempt's duration goes to `supervisor_probe_duration_seconds` of `service`.
+pub async fn run(spec: ProbeSpec, reaper: Arc<Reaper>, tx: mpsc::Sender<Verdict>, passed_first: bool, service: String) {
+    let timers = crate::metrics::probe_timers(&service, spec.kind.name());
     sleep(spec.initial_delay).await;
     let mut passed = passed_first;
     let mut successes = 0u32;
@@ -112,6 +118,7 @@ pub async fn run(spec: ProbeSpec, reaper: Arc<Reaper>, tx: mpsc::Sender<Verdict>
     loop {
         let started = Instant::now();
         let result = attempt(&spec, &reaper).await;
+        timers.observe(result.is_ok(), started.elapsed());
         match result {
             Ok(()) => {
                 failing_since = None;

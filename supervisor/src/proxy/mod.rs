@@ -223,6 +223,7 @@ impl Upstream {
         tokio::spawn(async move {
             match tokio::try_join!(on_client, on_upstream) {
                 Ok((c, u)) => {
+                    let _open = crate::metrics::websocket_opened();
                     let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
                     let splice = tokio::io::copy_bidirectional(&mut c, &mut u);
                     match revocation {

@@ -81,6 +81,7 @@ pub fn public_router(state: ApiState, auth: Arc<TokenAuth>, app: Arc<AppProxy>, 
         .merge(protected)
         .fallback_service(axum::routing::any(proxy_app).with_state(app))
         .layer(api::catch_panic())
+        .layer(crate::metrics::TrackLayer)
 }
 
 /// Forwards a request to the app, or answers "starting" while it is not ready.
@@ -94,8 +95,13 @@ async fn proxy_app(State(app): State<Arc<AppProxy>>, ConnectInfo(peer): ConnectI
     }
     match app.upstream.forward(req, peer, &Rewrite::default()).await {
         Ok(r) => r,
-        Err(ForwardError::Unavailable(_)) => starting_response(accept.as_deref()),
-        Err(e) => e.into_response(),
+        Err(e) => {
+            crate::metrics::upstream_error(crate::metrics::Route::App);
+            match e {
+                ForwardError::Unavailable(_) => starting_response(accept.as_deref()),
+                e => e.into_response(),
+            }
+        }
     }
 }
 

@@ -51,10 +51,15 @@ pub async fn forward(State(pt): State<Arc<PassThrough>>, ConnectInfo(peer): Conn
     };
     let resp = match pt.upstream.forward(req, peer, &rw).await {
         Ok(r) => r,
-        Err(e @ ForwardError::Unavailable(_)) => {
-            return crate::api::ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", e.to_string()).into_response()
+        Err(e) => {
+            crate::metrics::upstream_error(crate::metrics::Route::Passthrough);
+            return match e {
+                ForwardError::Unavailable(_) => {
+                    crate::api::ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", e.to_string()).into_response()
+                }
+                e => e.into_response(),
+            };
         }
-        Err(e) => return e.into_response(),
     };
     if json {
         rewrite_json(resp, &public, pt.prefix).await
