@@ -61,6 +61,12 @@ for name in services:
         readies.append(back["ready_at"] - t0)
         spawns.append(back["started_at"] - back["last_exit"]["at"] if back["last_exit"] else float("nan"))
         own.append(back["ready_at"] - back["started_at"])
+    if os.environ.get("BENCH_RESULTS"):  # bench/run.sh: raw figures for BENCHMARKS.md
+        with open(os.environ["BENCH_RESULTS"], "a") as f:
+            for metric, xs in [("exit_seen", exits), ("ready", readies), ("respawn", spawns), ("own_start", own)]:
+                for i, v in enumerate(xs):
+                    f.write(json.dumps({"bench": "recovery", "case": name, "leg": "supervisor", "metric": metric, "value": round(v, 1), "unit": "ms", "round": i + 1}) + "\n")
+            f.write(json.dumps({"bench": "recovery", "case": name, "leg": "supervisor", "metric": "rounds", "value": rounds, "unit": "", "round": 0}) + "\n")
     print(f"{name:<15} SIGKILL -> exit seen: median {statistics.median(exits):7.1f} ms   "
           f"-> ready again: median {statistics.median(readies):7.1f} ms, p90 {pct(readies, .9):7.1f}, max {max(readies):7.1f}  ({rounds} rounds)\n"
           f"{'':<15} of which exit seen -> respawned: median {statistics.median(spawns):6.1f} ms; respawned -> ready (the service's own start): median {statistics.median(own):6.1f} ms")
