@@ -41,7 +41,7 @@ os.makedirs(f"{static}/src")
 open(f"{static}/1k.txt", "wb").write(one_k)
 paths = {"1k": "/1k.txt", "200k": "/src/big.js"}
 
-P = {k: free_port() for k in ["vite", "fast", "sup_vite", "sup_fast", "ngx_vite", "ngx_fast", "node_vite", "node_fast"]}
+P = {k: free_port() for k in ["vite", "fast", "sup_vite", "sup_fast", "ngx_vite", "ngx_fast", "ngx1_vite", "ngx1_fast", "node_vite", "node_fast"]}
 
 
 def nginx(conf, name, **vars):
@@ -70,8 +70,10 @@ proxy_upstream = "127.0.0.1:{P['fast']}"
 [services.idle]
 command = ["sleep", "infinity"]
 """, static, f"127.0.0.1:{P['sup_fast']}", name="sup-fast")
-ngx = nginx("nginx-proxy.conf", "nginx-proxy", VITE_PORT=P["vite"], FAST_PORT=P["fast"],
+ngx = nginx("nginx-proxy.conf", "nginx-proxy", VITE_PORT=P["vite"], FAST_PORT=P["fast"], WORKERS="auto",
             PROXY_VITE_PORT=P["ngx_vite"], PROXY_FAST_PORT=P["ngx_fast"])
+ngx1 = nginx("nginx-proxy.conf", "nginx-proxy-1w", VITE_PORT=P["vite"], FAST_PORT=P["fast"], WORKERS="1",
+             PROXY_VITE_PORT=P["ngx1_vite"], PROXY_FAST_PORT=P["ngx1_fast"])
 node = spawn(["node", os.path.join(ROOT, "bench/node-proxy.mjs"), str(P["node_vite"]), str(P["vite"]),
               str(P["node_fast"]), str(P["fast"])], "node-proxy.log")
 # The big module's bytes as Vite serves them (transformed), for the fast upstream.
@@ -79,9 +81,9 @@ wait_for(lambda: http_ok(f"http://127.0.0.1:{P['vite']}/src/big.js"), 60, "Vite"
 import urllib.request
 open(f"{static}/src/big.js", "wb").write(urllib.request.urlopen(f"http://127.0.0.1:{P['vite']}/src/big.js").read())
 
-legs = {"direct": None, "supervisor": [sup_vite.pid], "nginx": None, "node": [node.pid]}
+legs = {"direct": None, "supervisor": None, "nginx": None, "nginx-1w": None, "node": None}
 ngx_pids = lambda: descendants(ngx.pid)
-url = lambda leg, up, path: f"http://127.0.0.1:{P[{'direct': up, 'supervisor': 'sup_' + up, 'nginx': 'ngx_' + up, 'node': 'node_' + up}[leg]]}{path}"
+url = lambda leg, up, path: f"http://127.0.0.1:{P[{'direct': up, 'supervisor': 'sup_' + up, 'nginx': 'ngx_' + up, 'nginx-1w': 'ngx1_' + up, 'node': 'node_' + up}[leg]]}{path}"
 for up in ["vite", "fast"]:
     for name, path in paths.items():
         want = len(urllib.request.urlopen(url("direct", up, path)).read())
@@ -92,7 +94,8 @@ for up in ["vite", "fast"]:
 
 
 def pids_of(leg, up):
-    return {"direct": None, "supervisor": [(sup_vite if up == "vite" else sup_fast).pid], "nginx": ngx_pids(), "node": [node.pid]}[leg]
+    return {"direct": None, "supervisor": [(sup_vite if up == "vite" else sup_fast).pid], "nginx": ngx_pids(),
+            "nginx-1w": descendants(ngx1.pid), "node": [node.pid]}[leg]
 
 
 def run_leg(case, leg, up, path, rnd, c=conns, rss=None):

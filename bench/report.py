@@ -13,15 +13,22 @@ for r in rows:
     vals[(r["bench"], r["case"], r["leg"], r["metric"], r.get("connections"))].append(r["value"])
 
 
-def med(bench, case, leg, metric, conns=None):
+def samples(bench, case, leg, metric, conns=None):
     v = vals.get((bench, case, leg, metric, conns))
+    if v is None and conns is None:  # any connection count (only the scale cases have several)
+        v = [x for k, xs in vals.items() if k[:4] == (bench, case, leg, metric) for x in xs] or None
+    return v
+
+
+def med(bench, case, leg, metric, conns=None):
+    v = samples(bench, case, leg, metric, conns)
     if not v:
         return None
     return statistics.median(v)
 
 
 def n_of(bench, case, leg, metric, conns=None):
-    return len(vals.get((bench, case, leg, metric, conns), []))
+    return len(samples(bench, case, leg, metric, conns) or [])
 
 
 def f(v, d=1):
@@ -59,12 +66,12 @@ p("  (nginx: master and workers; the supervisor: its own process only, not its c
 p("")
 
 B = "proxy"
-legs = ["direct", "supervisor", "nginx", "node"]
+legs = ["direct", "supervisor", "nginx", "nginx-1w", "node"]
 if any(k[0] == B for k in vals):
     p("## Proxy: HTTP\n")
     p(f"wrk -c{meta.get('connections', 64)} against each leg. Upstreams: **Vite** (app-template's dev server) and **fast** "
       "(nginx serving the same bytes, one worker). nginx as proxy: `bench/nginx-proxy.conf` (keep-alive upstream, "
-      "`worker_processes auto`); Node: `bench/node-proxy.mjs` (`http-proxy` 1.18.1, keep-alive agent). "
+      "`worker_processes auto`, i.e. one per core; `nginx-1w`: one worker, the supervisor's one thread); Node: `bench/node-proxy.mjs` (`http-proxy` 1.18.1, keep-alive agent). "
       f"The 200 KiB case is Vite's transformed `/src/big.js` ({f(med(B, 'setup', 'vite', 'js_module_bytes'), 0)} bytes as served).\n")
     for case in ["vite-1k", "vite-200k", "fast-1k", "fast-200k"]:
         if med(B, case, "supervisor", "rps") is None:
@@ -76,13 +83,19 @@ if any(k[0] == B for k in vals):
         for leg in legs:
             rps = med(B, case, leg, "rps")
             p(f"| {leg} | {f(rps)} | {f(rps / nr, 2) if rps and nr else '–'} | {f(med(B, case, leg, 'p50'), 2)} | {f(med(B, case, leg, 'p99'), 2)} "
-              f"| {f(med(B, case, leg, 'cpu_per_req'))} | {f(sum(vals.get((B, case, leg, 'errors', 64), [0])), 0)} | {n_of(B, case, leg, 'rps', 64)} |")
+              f"| {f(med(B, case, leg, 'cpu_per_req'))} | {f(sum(samples(B, case, leg, 'errors') or [0]), 0)} | {n_of(B, case, leg, 'rps')} |")
         sr, ns = med(B, case, "supervisor", "rps"), med(B, case, "node", "rps")
         s99, n99 = med(B, case, "supervisor", "p99"), med(B, case, "nginx", "p99")
         p("")
         goal(f"{case}: ≥ 1.0× nginx req/s", f"{sr / nr:.2f}×", sr / nr >= 1.0)
         goal(f"{case}: p99 ≤ nginx + 1 ms", f"{s99:.2f} ms vs {n99:.2f} ms", s99 <= n99 + 1)
         goal(f"{case}: ≥ 3× the Node proxy", f"{sr / ns:.2f}×", sr / ns >= 3)
+        n1 = med(B, case, "nginx-1w", "rps")
+        sc, nc = med(B, case, "supervisor", "cpu_per_req"), med(B, case, "nginx", "cpu_per_req")
+        if n1:
+            goal(f"{case}: (informative) × nginx with one worker", f"{sr / n1:.2f}×", None)
+        if sc and nc:
+            goal(f"{case}: (informative) CPU µs per request, supervisor vs nginx", f"{sc:.0f} vs {nc:.0f}", None)
 
     if med(B, "scale-1", "supervisor", "rps", 1) is not None:
         p("## Proxy: scale (fast upstream, 1 KiB)\n")
@@ -161,7 +174,7 @@ R = "boot"
 if any(k[0] == R for k in vals):
     p("## Boot\n")
     p("Start → every service ready (the same five services as `opt/supervisor.toml`, the ACP agent included, and the "
-      "proxy), fixed ports, readiness polled from outside the same way for every leg (`bench/boot.py`). "
+      "proxy), fixed ports, readiness polled from outside the same way for every leg (`bench/stack.py`). "
       "`script-sleeps`: a reconstruction of the old `startup.sh` (background jobs and `sleep`s, then a Node proxy); "
       "`script-polls`: the same script gated on readiness polls instead of sleeps.\n")
     p("| leg | ready ms (median) | CPU-s until ready | rounds |")
