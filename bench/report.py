@@ -182,6 +182,14 @@ if any(k[0] == R for k in vals):
     for leg in ["supervisor", "script-polls", "script-sleeps"]:
         p(f"| {leg} | {f(med(R, 'stack', leg, 'ready'), 0)} | {f(med(R, 'stack', leg, 'cpu_s'), 2)} | {n_of(R, 'stack', leg, 'ready')} |")
     p("")
+    per = [n for n in ["xvfb", "chromium", "playwright-mcp", "acp", "vite", "proxy"]]
+    p("Each service's own ready time within the boot (ms after start, medians):\n")
+    p("| leg | " + " | ".join(per) + " |")
+    p("|---|" + "---|" * len(per))
+    for leg in ["supervisor", "script-polls", "script-sleeps"] + sorted({k[2] for k in vals if k[0] == R and k[1] == "variant" and ":" not in k[2]}):
+        case = "stack" if leg in ("supervisor", "script-polls", "script-sleeps") else "variant"
+        p(f"| {leg} | " + " | ".join(f(med(R, case, f"{leg}:{n}", "ready"), 0) for n in per) + " |")
+    p("")
     alone = sorted({k[2] for k in vals if k[0] == R and k[1] == "alone"})
     if alone:
         p("Each service alone, start → ready (nothing else running):\n")
@@ -200,9 +208,7 @@ if any(k[0] == R for k in vals):
           f"(CPU-seconds of the stack until ready / {meta.get('cores', '?')} cores) {fl:.0f} ms.\n")
         if sv:
             goal("boot within 15% of max(critical path, contention floor)", f"{sv:.0f} ms vs {max(fl, cp):.0f} ms", sv <= 1.15 * max(fl, cp))
-    for k in sorted(k for k in vals if k[0] == R and k[1] == "variant"):
-        pass
-    variants = sorted({k[2] for k in vals if k[0] == R and k[1] == "variant"})
+    variants = sorted({k[2] for k in vals if k[0] == R and k[1] == "variant" and ":" not in k[2]})
     if variants:
         p("Variants of the supervisor's stack tried (same run, alternating):\n")
         p("| variant | ready ms | CPU-s |")

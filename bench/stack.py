@@ -8,7 +8,7 @@ MCP, the ACP agent, Vite, and the port-3000 proxy) on the fixed ports; run it un
     alternated; CPU-seconds of the whole process tree until ready; each service alone.
   footprint: binary size; supervisor RSS idle with the full stack; whole-stack PSS after
     boot and after 10 HMR edits with the app open in Chromium (default and lean flags).
-Env: QUICK=1, ROUNDS (3), BENCH_RESULTS."""
+Env: QUICK=1, ROUNDS (3), STACK_PARTS ("boot alone footprint"), BENCH_RESULTS."""
 
 import http.client, json, os, re, socket, subprocess, time, urllib.request
 from benchlib import *
@@ -18,6 +18,7 @@ CORES = os.cpu_count()
 LEAN = "--disable-gpu --disable-extensions --disable-site-isolation-trials --renderer-process-limit=2"
 app = app_copy()
 home_n = [0]
+PARTS = os.environ.get("STACK_PARTS", "boot alone footprint").split()
 
 
 def fresh_home():
@@ -159,7 +160,7 @@ legs = {
     "sup+compile-cache": lambda: boot_supervisor({"NODE_COMPILE_CACHE": cache}),
     "sup+chromium-lean": lambda: boot_supervisor(chromium_extra=LEAN),
 }
-for rnd, order in alternate(list(legs), ROUNDS):
+for rnd, order in alternate(list(legs), ROUNDS if "boot" in PARTS else 0):
     for leg in order:
         log(f"stack: boot {leg} round {rnd}")
         p, seen, cpu = legs[leg]()
@@ -179,7 +180,7 @@ alone = {
     "vite": ([], "vite"),
 }
 dep_check = {"xvfb": "xvfb", "chromium_": "chromium"}
-for rnd in range(1, ROUNDS + 1):
+for rnd in range(1, ROUNDS + 1 if "alone" in PARTS else 1):
     for name, (deps, fn) in alone.items():
         home = fresh_home()
         pre = "; ".join(d if d == "xvfb" else f"until [ -S /tmp/.X11-unix/X99 ]; do sleep 0.01; done; {d}" for d in deps)
@@ -224,7 +225,7 @@ def hmr_edits(n):
     open(path, "w").write(orig)
 
 
-for rnd, order in alternate(["default", "lean"], ROUNDS if not QUICK else 1):
+for rnd, order in alternate(["default", "lean"], (ROUNDS if not QUICK else 1) if "footprint" in PARTS else 0):
     for flags in order:
         log(f"stack: footprint {flags} round {rnd}")
         p, _, _ = boot_supervisor(chromium_extra=LEAN if flags == "lean" else "")
@@ -250,5 +251,6 @@ rows = [json.loads(l) for l in open(os.environ["BENCH_RESULTS"])] if os.environ.
 med = lambda leg: statistics.median([r["value"] for r in rows if r["bench"] == "boot" and r["case"] == "alone" and r["leg"] == leg] or [0])
 cont = statistics.median([r["value"] for r in rows if r["bench"] == "boot" and r["metric"] == "contention_round"] or [0])
 cp = max(med("xvfb") + med("chromium") + med("playwright-mcp"), med("acp"), med("vite"))
-record("boot", "floor", "stack", "critical_path", round(cp, 1), "ms")
-record("boot", "floor", "stack", "contention", round(cont, 1), "ms")
+if "boot" in PARTS and "alone" in PARTS:
+    record("boot", "floor", "stack", "critical_path", round(cp, 1), "ms")
+    record("boot", "floor", "stack", "contention", round(cont, 1), "ms")
