@@ -50,9 +50,10 @@ done
 # Keep the previous figures of the benches not run this time.
 if [ -f "$results" ] && [ -n "${ONLY:-}" ]; then
   python3 - "$results" "$only" >>"$new" <<'PY'
-import json, sys
+import json, os, sys
 ran = set(sys.argv[2].split()) | {"meta"}
-name = {"stack": ["boot", "footprint"]}
+parts = os.environ.get("STACK_PARTS", "boot alone footprint").split()
+name = {"stack": (["boot"] if "boot" in parts else []) + (["footprint"] if "footprint" in parts else [])}
 ran = {x for r in ran for x in name.get(r, [r])}
 for l in open(sys.argv[1]):
     if l.strip() and json.loads(l)["bench"] not in ran:
