@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pair in Xvfb:xvfb chromium:chromium file:file curl:curl ps:procps ip:iproute2 nft:nftables socat:socat node:nodejs npm:npm python3:python3; do
+for pair in Xvfb:xvfb chromium:chromium file:file curl:curl ps:procps ip:iproute2 nft:nftables socat:socat node:nodejs npm:npm python3:python3 musl-gcc:musl-tools wrk:wrk nginx:nginx-light; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 # The Prometheus text parser the metrics test checks the page with (Debian's python3).

@@ -4,6 +4,14 @@ use clap::Parser;
 use supervisor::cli::{Cli, Command};
 use supervisor::{config, ctl, logging, run};
 
+/// mimalloc instead of musl's allocator: musl's maps and unmaps small groups of pages as
+/// they fill and empty, several times per proxied request under load (bench/run.sh,
+/// BENCHMARKS.md: a fifth of the supervisor's CPU per request went to malloc, free and
+/// mmap/munmap). Built without transparent huge pages (.cargo/config.toml): with them its
+/// 2 MiB pages doubled the idle RSS.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {

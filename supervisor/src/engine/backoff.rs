@@ -11,19 +11,26 @@ use tokio::time::Instant;
 pub struct Backoff {
     spec: BackoffSpec,
     attempt: u32,
+    /// The last run was stable: the next restart is at once (a crash after a long healthy
+    /// run is not a loop; every millisecond of waiting is downtime of a service in use).
+    after_stable: bool,
 }
 
 impl Backoff {
     /// A fresh backoff.
     pub fn new(spec: BackoffSpec) -> Self {
-        Backoff { spec, attempt: 0 }
+        Backoff { spec, attempt: 0, after_stable: false }
     }
 
     /// The delay before the next restart, `initial * multiplier^attempt` capped at `max`,
     /// spread by ±`jitter`; `unit` in [0, 1) picks the point in that spread.
     /// The first delay after a stable run is only ever jittered downwards, so it never
-    /// exceeds `initial` (the 100 ms promise of SPEC §4).
+    /// exceeds `initial` (the 100 ms promise of SPEC §4); the first after a stable run
+    /// (see [`Backoff::run_ended`]) is zero, and leaves the schedule where it was.
     pub fn next_delay(&mut self, unit: f64) -> Duration {
+        if std::mem::take(&mut self.after_stable) {
+            return Duration::ZERO;
+        }
         let base = self.base_delay();
         let first = self.attempt == 0;
         self.attempt = self.attempt.saturating_add(1);
@@ -41,7 +48,8 @@ impl Backoff {
 
     /// Called when a run ends: a run longer than `reset_after` resets the backoff.
     pub fn run_ended(&mut self, ran_for: Duration) {
-        if ran_for >= self.spec.reset_after {
+        self.after_stable = ran_for >= self.spec.reset_after;
+        if self.after_stable {
             self.attempt = 0;
         }
     }
@@ -49,6 +57,7 @@ impl Backoff {
     /// Forgets all failures (a manual start or restart).
     pub fn reset(&mut self) {
         self.attempt = 0;
+        self.after_stable = false;
     }
 }
 
@@ -108,7 +117,10 @@ mod tests {
         b.run_ended(Duration::from_secs(3));
         assert_eq!(b.base_delay().as_millis(), 1000, "a short run keeps the backoff");
         b.run_ended(Duration::from_secs(10));
+        assert_eq!(b.next_delay(0.5), Duration::ZERO, "after a stable run: at once");
         assert_eq!(b.next_delay(0.5).as_millis(), 100, "a stable run resets it");
+        b.run_ended(Duration::from_secs(3));
+        assert_eq!(b.next_delay(0.5).as_millis(), 200, "a short run after it backs off again");
     }
 
     #[test]

@@ -225,6 +225,12 @@ impl Supervisor {
         self.shared.statuses.read().expect("statuses").get(name).map(|r| r.borrow().clone())
     }
 
+    /// Whether one service is ready (`None`: no such service), without copying its status:
+    /// the proxy asks on every request.
+    pub fn is_ready(&self, name: &str) -> Option<bool> {
+        self.shared.statuses.get(name).map(|r| r.borrow().ready)
+    }
+
     /// Every required, enabled service is ready.
     pub fn ready(&self) -> bool {
         self.shared.statuses.read().expect("statuses").values().all(|r| {

@@ -12,6 +12,7 @@ pub use starting::response as starting_response;
 
 use axum::body::Body;
 use axum::extract::Request;
+use axum::http::uri::{PathAndQuery, Scheme};
 use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -37,6 +38,8 @@ pub fn drop_idle_connections() {
 /// One upstream address with its connection pool.
 pub struct Upstream {
     addr: String,
+    /// `addr` parsed once (cloning it is a reference count, not a parse per request).
+    authority: Option<axum::http::uri::Authority>,
     client: std::sync::Mutex<(u64, Client<HttpConnector, Body>)>,
 }
 
@@ -133,7 +136,7 @@ impl Upstream {
     /// An upstream at `addr` (`HOST:PORT`) with a keep-alive pool.
     pub fn new(addr: &str) -> Self {
         let generation = POOL_GENERATION.load(std::sync::atomic::Ordering::SeqCst);
-        Upstream { addr: addr.to_string(), client: std::sync::Mutex::new((generation, pooled_client())) }
+        Upstream { addr: addr.to_string(), authority: addr.parse().ok(), client: std::sync::Mutex::new((generation, pooled_client())) }
     }
 
     /// The pooled client, replaced (dropping its idle connections) after a resume.
@@ -154,8 +157,18 @@ impl Upstream {
     /// Forwards `req` (from `client`) and returns the upstream's answer, streaming.
     pub async fn forward(&self, mut req: Request, client: SocketAddr, rw: &Rewrite) -> Result<Response, ForwardError> {
         let upgrade = crate::api::auth::is_upgrade(&req).then(|| req.headers().get(header::UPGRADE).cloned()).flatten();
-        let pq = rw.path_and_query.clone().unwrap_or_else(|| req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_else(|| "/".into()));
-        let uri: Uri = format!("http://{}{}", self.addr, pq).parse().map_err(|e| ForwardError::Other(format!("bad uri: {e}")))?;
+        let pq: PathAndQuery = match &rw.path_and_query {
+            Some(p) if p.starts_with('/') => p.parse().map_err(|e| ForwardError::Other(format!("bad uri: {e}")))?,
+            Some(p) => return Err(ForwardError::Other(format!("bad uri: path {p:?} is not absolute"))),
+            None => req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),
+        };
+        let authority = self.authority.clone().ok_or_else(|| ForwardError::Other(format!("bad upstream address {}", self.addr)))?;
+        let uri = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(authority)
+            .path_and_query(pq.clone())
+            .build()
+            .map_err(|e| ForwardError::Other(format!("bad uri: {e}")))?;
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         headers::for_upstream(&mut parts.headers, client.ip());
@@ -170,7 +183,7 @@ impl Upstream {
         if let (Some(proto), Some(on_client)) = (upgrade, client_upgrade) {
             parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, proto);
-            parts.uri = pq.parse().map_err(|e| ForwardError::Other(format!("bad uri: {e}")))?; // origin-form: conn::http1 sends the URI verbatim
+            parts.uri = Uri::from(pq); // origin-form: conn::http1 sends the URI verbatim
             return self.forward_upgrade(hyper::Request::from_parts(parts, Body::empty()), on_client).await;
         }
         // One retry of an idempotent request whose pooled connection closed under it.

@@ -31,7 +31,7 @@ pub struct AppProxy {
 
 impl AppProxy {
     fn app_ready(&self) -> bool {
-        self.sup.status(&self.service).is_none_or(|s| s.ready)
+        self.sup.is_ready(&self.service).unwrap_or(true)
     }
 }
 
