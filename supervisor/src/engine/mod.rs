@@ -228,7 +228,7 @@ impl Supervisor {
     /// Whether one service is ready (`None`: no such service), without copying its status:
     /// the proxy asks on every request.
     pub fn is_ready(&self, name: &str) -> Option<bool> {
-        self.shared.statuses.get(name).map(|r| r.borrow().ready)
+        self.shared.statuses.read().expect("statuses").get(name).map(|r| r.borrow().ready)
     }
 
     /// Every required, enabled service is ready.
