@@ -718,8 +718,9 @@ pub fn curl(args: &[&str]) -> Reply {
 
 /// A private copy of `app-template/` at `<dir>/app`, so tests can edit `src/` freely:
 /// sources copied; `node_modules/` a real directory of symlinks to the template's entries
-/// except `.vite`, so each copy has its own dep-optimizer cache (Vite writes it to
-/// `<root>/node_modules/.vite`) and parallel tests never share it.
+/// except `.vite` and `.vite-temp`, so each copy has its own dep-optimizer cache (Vite
+/// writes it to `<root>/node_modules/.vite`) and config bundle (`.vite-temp`): parallel
+/// tests never share them, and one made by root never locks out a test user's Vite.
 pub fn copy_app_template() -> Result<tempfile::TempDir> {
     let src = repo_root().join("app-template");
     let nm = src.join("node_modules");
@@ -731,7 +732,7 @@ pub fn copy_app_template() -> Result<tempfile::TempDir> {
     std::fs::create_dir(&own_nm)?;
     for e in std::fs::read_dir(&nm)? {
         let name = e?.file_name();
-        if name != ".vite" {
+        if name != ".vite" && name != ".vite-temp" {
             std::os::unix::fs::symlink(nm.join(&name), own_nm.join(&name))?;
         }
     }
