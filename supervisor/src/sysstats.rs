@@ -25,7 +25,7 @@ pub struct SystemStats {
     pub cpus: usize,
 }
 
-/// Reads the figures now (blocking: `/proc` and one `statvfs` per mount).
+/// Reads the figures now (blocking: `/proc` and one `statvfs` of the app dir).
 pub fn sample(app_dir: &Path) -> SystemStats {
     let mut st = SystemStats::default();
     if let Ok(mut sys) = sysinfo::System::new() {
@@ -38,15 +38,10 @@ pub fn sample(app_dir: &Path) -> SystemStats {
     if let Ok(l) = sysinfo::System::load_average() {
         (st.load1, st.load5, st.load15) = (l.one, l.five, l.fifteen);
     }
-    if let Ok(disks) = sysinfo::Disks::new_with_refreshed_list_specifics(sysinfo::DiskRefreshKind::nothing().with_storage()) {
-        let dir = std::fs::canonicalize(app_dir).unwrap_or_else(|_| app_dir.to_path_buf());
-        // The mount the app dir is on: the longest mount point that is a prefix of it.
-        st.disk_free = disks
-            .iter()
-            .filter(|d| dir.starts_with(d.mount_point()))
-            .max_by_key(|d| d.mount_point().as_os_str().len())
-            .map(|d| d.available_space())
-            .unwrap_or(0);
+    // One statvfs of the app dir itself: listing every mount would stat each of them, and
+    // one hung network or FUSE mount would pin a blocking thread per request.
+    if let Ok(fs) = nix::sys::statvfs::statvfs(app_dir) {
+        st.disk_free = (fs.blocks_available() as u64).saturating_mul(fs.fragment_size() as u64);
     }
     st
 }

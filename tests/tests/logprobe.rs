@@ -41,7 +41,7 @@ fn a_log_probe_gates_the_dependent_until_the_line_appears_and_never_printed_stay
     let dep = s.wait_state("dependent", "ready", T)?;
     let slow = s.service("slow")?;
     assert_eq!(slow["ready"], true, "{slow}");
-    assert!(dep["started_at"].as_u64() >= slow["ready_at"].as_u64(), "the dependent started after the line: {dep} {slow}");
+    assert!(dep["started_at"].as_u64().expect("dependent started") >= slow["ready_at"].as_u64().expect("slow ready"), "the dependent started after the line: {dep} {slow}");
 
     // mute printed similar lines (other case, other stream) but never the pattern.
     s.wait_for("mute's output", T, |s| Ok(s.logs("mute", 10).contains("ready on port 1")))?;
@@ -52,7 +52,7 @@ fn a_log_probe_gates_the_dependent_until_the_line_appears_and_never_printed_stay
     // After a restart, only the new process's output counts: slow prints the line again at once.
     assert!(s.ctl(&["restart", "slow"]).status.success());
     let again = s.wait_service("slow", T, "ready again", |v| v["restarts"] == 1 && v["ready"] == true)?;
-    assert!(again["ready_at"].as_u64() >= again["started_at"].as_u64(), "{again}");
+    assert!(again["ready_at"].as_u64().expect("ready again") >= again["started_at"].as_u64().expect("started again"), "{again}");
     Ok(())
 }
 

@@ -128,7 +128,8 @@ fn a_slow_client_neither_delays_another_nor_the_shell_and_is_cut_off_with_a_reas
 
 #[test]
 fn an_abandoned_session_ends_after_pty_idle_with_its_whole_process_group() -> anyhow::Result<()> {
-    let s = stack_with("pty_idle = \"2s\"", StackOptions::default())?;
+    // 6 s: the second session's client (a Node process) must attach before its idle ends.
+    let s = stack_with("pty_idle = \"6s\"", StackOptions::default())?;
     let pidfile = s.path().join("bg.pid");
     let id = create(&s, &serde_json::json!({"command": ["sh", "-c", format!("sleep 1000 & echo $! > {}; wait", pidfile.display())]}).to_string())?;
     let t = Instant::now();
@@ -140,7 +141,7 @@ fn an_abandoned_session_ends_after_pty_idle_with_its_whole_process_group() -> an
     let leader2 = session(&s, &id2).expect("listed")["pid"].as_i64().unwrap() as i32;
     client(&s, "attach-detach", Some(&id2))?;
     s.wait_for("both sessions to end", T, |s| Ok(session(s, &id).is_none() && session(s, &id2).is_none()))?;
-    assert!(t.elapsed() >= Duration::from_millis(1800), "not before pty_idle: {:?}", t.elapsed());
+    assert!(t.elapsed() >= Duration::from_millis(5800), "not before pty_idle: {:?}", t.elapsed());
     wait_gone(&[leader, bg, leader2], Duration::from_secs(5))?;
     Ok(())
 }

@@ -68,7 +68,7 @@ fn reload_adds_removes_restarts_the_changed_and_keeps_the_rest() -> anyhow::Resu
     assert!(service_in(&gone_status, "gone").is_none(), "removed from status");
     let added = s.service("added")?;
     let keep2 = s.service("keep2")?;
-    assert!(added["started_at"].as_u64() >= keep2["ready_at"].as_u64(), "added started after its dependency was ready");
+    assert!(added["started_at"].as_u64().expect("added started") >= keep2["ready_at"].as_u64().expect("keep2 ready"), "added started after its dependency was ready");
 
     // A changed [supervisor] setting is reported, not silently ignored.
     write_config(&s, &format!("[supervisor]\nlog_lines = 77\n\n{new}"))?;

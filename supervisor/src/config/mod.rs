@@ -109,9 +109,8 @@ pub struct Settings {
 /// supervisor keeps its listener, socket, files and limits, so a reload reports these as
 /// needing a restart of the supervisor rather than silently ignoring them.
 pub fn settings_needing_restart(old: &Settings, new: &Settings) -> Vec<String> {
-    let pairs: [(&str, String, String); 18] = [
+    let pairs: [(&str, String, String); 17] = [
         ("listen", old.listen.clone(), new.listen.clone()),
-        ("service_user", format!("{:?}", old.service_user), format!("{:?}", new.service_user)),
         ("port_guard", format!("{:?}", old.port_guard), format!("{:?}", new.port_guard)),
         ("port_guard_allow", format!("{:?}", old.port_guard_allow), format!("{:?}", new.port_guard_allow)),
         ("shutdown_timeout", format!("{:?}", old.shutdown_timeout), format!("{:?}", new.shutdown_timeout)),

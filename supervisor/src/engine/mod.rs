@@ -47,7 +47,9 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn status_of(&self, name: &str) -> ServiceStatus {
-        self.statuses.read().expect("statuses").get(name).map(|r| r.borrow().clone()).unwrap_or_else(|| ServiceStatus::new(name, false))
+        // A service no longer on the board (retired by a reload) is down: a shutdown that
+        // took its list before the reload must not wait its whole deadline for it.
+        self.statuses.read().expect("statuses").get(name).map(|r| r.borrow().clone()).unwrap_or_else(|| ServiceStatus { state: State::Stopped, ..ServiceStatus::new(name, false) })
     }
 
     fn changed(&self, st: ServiceStatus) {
@@ -175,7 +177,7 @@ impl Supervisor {
             started,
         });
         for (spec, run_as) in cfg.services.iter().zip(users) {
-            sup.launch_with(spec.clone(), run_as, &cfg.settings, None);
+            sup.launch_with(spec.clone(), run_as, &cfg.settings, None, None);
         }
         tokio::spawn(env_restarts(Arc::downgrade(&sup), shared));
         Ok(sup)
@@ -183,14 +185,25 @@ impl Supervisor {
 
     /// Starts the runner of one service (its status and handle join the board), with
     /// `logs` when it carries on an earlier one's output (a reload's restart).
-    fn launch_with(&self, spec: ServiceSpec, run_as: Option<RunAs>, settings: &crate::config::Settings, logs: Option<Arc<LogBuffer>>) {
-        let (status, rx) = watch::channel(ServiceStatus::new(&spec.name, spec.required && !spec.disabled));
+    ///
+    /// `prior` is the status of the runner it replaces: its spawn and restart counts carry
+    /// on, so `restart_with` watchers (Playwright MCP on Chromium) see the relaunch as a
+    /// restart, and `restarts` never goes backwards.
+    fn launch_with(&self, spec: ServiceSpec, run_as: Option<RunAs>, settings: &crate::config::Settings, logs: Option<Arc<LogBuffer>>, prior: Option<&ServiceStatus>) {
+        let mut initial = ServiceStatus::new(&spec.name, spec.required && !spec.disabled);
+        if let Some(p) = prior {
+            (initial.spawns, initial.restarts) = (p.spawns, p.restarts);
+        }
+        let (status, rx) = watch::channel(initial);
         self.shared.statuses.write().expect("statuses").insert(spec.name.clone(), rx);
         let logs = logs.unwrap_or_else(|| LogBuffer::new(&spec.name, settings.log_lines, settings.log_bytes));
         logs.set_file(spec.log_file.as_ref().map(|f| crate::logfile::LogFile::new(f.path.clone(), f.max_bytes, f.keep)));
         let (ctl_tx, ctl_rx) = mpsc::channel(16);
         let tty = spec.tty.then(|| Arc::new(crate::pty::TtySlot::default()));
-        let runner = Runner::new(spec.clone(), run_as, self.shared.clone(), logs.clone(), tty.clone(), status, ctl_rx);
+        let mut runner = Runner::new(spec.clone(), run_as, self.shared.clone(), logs.clone(), tty.clone(), status, ctl_rx);
+        if prior.is_some() {
+            runner.restarted_by("manual");
+        }
         tokio::spawn(service::run_guarded(runner));
         self.services.write().expect("services").insert(spec.name.clone(), Arc::new(ServiceHandle { spec, logs, tty, ctl: ctl_tx }));
     }

@@ -60,11 +60,12 @@ impl Supervisor {
         }
         let going: Vec<Arc<ServiceHandle>> =
             report.stopped.iter().chain(&report.restarted).filter_map(|n| self.handle(n)).collect();
+        let prior: HashMap<String, super::ServiceStatus> = going.iter().map(|h| (h.spec.name.clone(), self.shared.status_of(&h.spec.name))).collect();
         futures_util::future::join_all(going.iter().map(|h| self.retire(h))).await;
         let kept_logs: HashMap<String, Arc<crate::logs::LogBuffer>> = going.iter().map(|h| (h.spec.name.clone(), h.logs.clone())).collect();
         for (spec, run_as) in new.services.iter().zip(users) {
             if report.started.contains(&spec.name) || report.restarted.contains(&spec.name) {
-                self.launch_with(spec.clone(), run_as, &old.settings, kept_logs.get(&spec.name).cloned());
+                self.launch_with(spec.clone(), run_as, &old.settings, kept_logs.get(&spec.name).cloned(), prior.get(&spec.name));
             }
         }
         self.reorder(&new.services);

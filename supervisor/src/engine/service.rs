@@ -108,6 +108,11 @@ impl Runner {
         Runner { spec, run_as, shared, logs, tty, status, ctl, cause: "crash" }
     }
 
+    /// Marks the first spawn as a restart for this cause (a reload's relaunch).
+    pub fn restarted_by(&mut self, cause: &'static str) {
+        self.cause = cause;
+    }
+
     /// Updates the status and tells everyone who watches.
     fn set(&self, f: impl FnOnce(&mut ServiceStatus)) {
         self.status.send_modify(f);

@@ -223,8 +223,22 @@ impl Manager {
             if !key_ok || v.contains('\0') || v.len() > MAX_ARG {
                 return Err(StartError::Invalid(format!("env key {k:?}: keys match [A-Za-z_][A-Za-z0-9_]*, values hold no NUL and at most {MAX_ARG} bytes")));
             }
+            // The supervisor's own markers find a session's processes when it ends: a client
+            // must not be able to disguise a shell as a service (or as no session at all).
+            if k.starts_with("SUPERVISOR_") {
+                return Err(StartError::Invalid(format!("env key {k:?}: SUPERVISOR_* names are the supervisor's own")));
+            }
         }
         let id = new_id();
+        // A clean environment: whatever the VM gave the supervisor (and its own settings)
+        // stays out of the shell; only the locale, time zone and PATH carry over.
+        cmd.env_clear();
+        for (k, v) in std::env::vars_os() {
+            let name = k.to_string_lossy();
+            if name == "PATH" || name == "LANG" || name == "TZ" || name.starts_with("LC_") {
+                cmd.env(&k, &v);
+            }
+        }
         cmd.current_dir(&cwd)
             .env("HOME", &d.home)
             .env("USER", &d.user)

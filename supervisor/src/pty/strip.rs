@@ -38,7 +38,6 @@ impl Stripper {
         for &b in input {
             self.st = match (self.st, b) {
                 (St::Text, 0x1b) => St::Esc,
-                (St::Text, 0x9b) => St::Csi,
                 (St::Text, b'\n' | b'\t') => {
                     out.push(b);
                     St::Text
@@ -108,6 +107,8 @@ mod tests {
         // A sequence split across reads.
         assert_eq!(strip(&[b"x\x1b[3", b"8;2;1;2;3my\x1b", b"[0m\n"]), "xy\n");
         assert_eq!(strip(&["é\tü".as_bytes()]), "é\tü");
+        // 0x9B is a UTF-8 continuation byte (Л = D0 9B), never an 8-bit CSI here.
+        assert_eq!(strip(&["Лена пишет\nвторая строка\nok\n".as_bytes()]), "Лена пишет\nвторая строка\nok\n");
     }
 
     #[test]
