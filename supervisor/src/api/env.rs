@@ -164,6 +164,41 @@ pub async fn post_env(st: State<ApiState>, headers: HeaderMap, body: Body) -> Re
     r
 }
 
+/// Past [`MAX_BODY`], what is still read and thrown away before the 413 goes out.
+const DRAIN_BYTES: usize = 4 << 20;
+/// …and for how long at most.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The body, or `None` past [`MAX_BODY`] (after [`drain`]); nothing past the limit is kept.
+async fn read_bounded(mut body: Body) -> Option<bytes::Bytes> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.ok()?.into_data() else { continue };
+        if buf.len() + data.len() > MAX_BODY {
+            drain(body).await;
+            return None;
+        }
+        buf.extend_from_slice(&data);
+    }
+    Some(buf.freeze())
+}
+
+/// Reads and throws away a bounded amount more of a refused body before the 413 goes out
+/// (nginx's lingering close): closing a socket that still holds unread data resets it, and
+/// the reset can destroy the 413 before the client reads it.
+async fn drain(mut body: Body) {
+    let drain = async {
+        let mut seen = 0usize;
+        while let Some(Ok(f)) = body.frame().await {
+            seen += f.data_ref().map_or(0, |d| d.len());
+            if seen > DRAIN_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+}
+
 async fn post_env_inner(State(st): State<ApiState>, headers: HeaderMap, body: Body) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let mime = ctype.split(';').next().unwrap_or("").trim();
@@ -173,9 +208,12 @@ async fn post_env_inner(State(st): State<ApiState>, headers: HeaderMap, body: Bo
     let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("the body must be at most {MAX_BODY} bytes"));
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        if declared.is_some_and(|n| n <= DRAIN_BYTES as u64) {
+            drain(body).await;
+        }
         return Err(too_large());
     }
-    let bytes = http_body_util::Limited::new(body, MAX_BODY).collect().await.map_err(|_| too_large())?.to_bytes();
+    let bytes = read_bounded(body).await.ok_or_else(too_large)?;
     let change: EnvChange = serde_json::from_slice(&bytes).map_err(|e| {
         // serde_json messages quote the offending token only for type errors on keys/structure;
         // report position and category, never the text.
