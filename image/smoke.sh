@@ -295,7 +295,7 @@ else
   [ "$took" -lt $((DEADLINE * 1000)) ] || fail "stop took $took ms, shutdown_timeout is ${DEADLINE}s"
   # Into a variable first: `podman logs | grep -q` fails under pipefail when grep exits early.
   logs=$(podman logs "$NAME" 2>&1)
-  grep -q 'all services stopped' <<<"$logs" || fail "the supervisor never logged 'all services stopped'"
+  grep -q 'all services and terminal sessions stopped' <<<"$logs" || fail "the supervisor never logged 'all services and terminal sessions stopped'"
   ! grep -q 'killing everything' <<<"$logs" || fail "the supervisor had to kill everything"
   [ "$(podman inspect --format '{{.State.Status}}' "$NAME")" = exited ] || fail "container not exited"
   ok "$step" "podman stop -> exited in $took ms (deadline ${DEADLINE} s), its ${n} processes ended without SIGKILL"
