@@ -300,9 +300,19 @@ fn runner_alive(tag: &str) -> bool {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (for test services that need one).
+/// A free TCP port on 127.0.0.1 (for test services that need one), never one this test
+/// process handed out before: the kernel may give a just-released ephemeral port again, and
+/// a test's service port must not come back as its stack's listen port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// One running `supervisor run` with its own dirs.
