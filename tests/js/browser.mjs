@@ -46,6 +46,11 @@ try {
   }
   const context = browser.contexts()[0] || (await browser.newContext());
   const page = await context.newPage();
+  // Vite's client logs "[vite] connected." once its HMR WebSocket is open: an edit made
+  // before that is never sent to this page (a loaded machine showed it), so wait for it.
+  const hmrConnected = new Promise((resolve) => {
+    page.on("console", (m) => { if (m.text().includes("[vite] connected")) resolve(true); });
+  });
   await page.goto(pageUrl, { waitUntil: "load", timeout: 30000 });
   const h1 = page.locator("h1");
   await h1.waitFor({ timeout: 30000 });
@@ -55,6 +60,7 @@ try {
     const entries = performance.getEntriesByType("resource").map((e) => e.name);
     return entries.some((n) => n.includes("/@vite/client"));
   }, null, { timeout: 15000 });
+  await Promise.race([hmrConnected, new Promise((_, reject) => setTimeout(() => reject(new Error("the HMR client never logged '[vite] connected.'")), 20000))]);
   await page.evaluate(() => { window.__notReloaded = true; });
   const marker = `Edited ${Date.now()}`;
   const src = readSource();
