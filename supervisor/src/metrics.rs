@@ -382,7 +382,7 @@ pub fn render(sup: &Supervisor) -> String {
     reg.register("uptime_seconds", "Seconds since the supervisor started", g(sup.uptime_ms() as f64 / 1000.0));
     reg.register("rss_bytes", "The supervisor's own resident memory", g(own_rss as f64));
     reg.register("open_fds", "The supervisor's open file descriptors", g(fds as f64));
-    let sys = crate::sysstats::sample(&sup.config().settings.app_dir);
+    let sys = crate::sysstats::sample(&sup.app_dir());
     reg.register("system_memory_total_bytes", "Physical memory of the VM", g(sys.mem_total as f64));
     reg.register("system_memory_available_bytes", "Memory available without swapping", g(sys.mem_available as f64));
     reg.register("system_disk_free_bytes", "Free space of the app dir's filesystem", g(sys.disk_free as f64));

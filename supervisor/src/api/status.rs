@@ -72,7 +72,7 @@ impl CpuSampler {
 
 /// Builds the status document, reading `/proc` on a blocking thread.
 pub async fn report_async(st: &super::ApiState) -> StatusReport {
-    let (all, system) = tokio::join!(procs::live_async(), crate::sysstats::sample_async(st.sup.config().settings.app_dir));
+    let (all, system) = tokio::join!(procs::live_async(), crate::sysstats::sample_async(st.sup.app_dir()));
     report(&st.sup, &st.cpu, &st.guard, &all, system)
 }
 

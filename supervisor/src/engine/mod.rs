@@ -228,6 +228,12 @@ impl Supervisor {
         self.config.lock().expect("config").clone()
     }
 
+    /// The app dir (a reload keeps the running settings, so it never changes), without
+    /// copying the whole config as [`Supervisor::config`] does.
+    pub fn app_dir(&self) -> std::path::PathBuf {
+        self.config.lock().expect("config").settings.app_dir.clone()
+    }
+
     /// Every service's status, in start order.
     pub fn statuses(&self) -> Vec<ServiceStatus> {
         self.shared.statuses.read().expect("statuses").values().map(|r| r.borrow().clone()).collect()
