@@ -133,6 +133,37 @@ pub enum CtlCommand {
         #[arg(long, default_value_t = 100)]
         tail: usize,
     },
+    /// A screenshot of the app as served on the public port (the browser sensor).
+    Screenshot {
+        /// Path of the app to load.
+        #[arg(default_value = "/")]
+        path: String,
+        /// Where to write the image.
+        #[arg(short = 'o', long)]
+        out: PathBuf,
+        /// Viewport width (clamped to 100..3840).
+        #[arg(long)]
+        width: Option<u32>,
+        /// Viewport height (clamped to 100..2160).
+        #[arg(long)]
+        height: Option<u32>,
+        /// The whole page, not only the viewport.
+        #[arg(long)]
+        full_page: bool,
+        /// `png` (default) or `jpeg`.
+        #[arg(long)]
+        format: Option<String>,
+        /// JPEG quality 1..100.
+        #[arg(long)]
+        quality: Option<u32>,
+    },
+    /// Whether the app renders: document status, console errors, exceptions, failed
+    /// requests, Vite's error overlay (exit 1 when not ok).
+    Check {
+        /// Path of the app to load.
+        #[arg(default_value = "/")]
+        path: String,
+    },
     /// The env files of injected secrets (`--scope app|services`).
     #[command(subcommand)]
     Env(EnvCommand),

@@ -65,6 +65,22 @@ pub async fn ctl(args: CtlArgs) -> anyhow::Result<i32> {
         CtlCommand::Logs { name, follow: true, tail } => return follow_logs(&sock, name, *tail).await,
         CtlCommand::Logs { name, tail, .. } => ("GET", format!("/_supervisor/logs/{name}?tail={tail}")),
         CtlCommand::Attach { name } => return crate::pty::attach::attach(&sock, name).await,
+        CtlCommand::Screenshot { path, out, width, height, full_page, format, quality } => {
+            let mut q = format!("/_supervisor/browser/screenshot?path={}", query_escape(path));
+            for (k, v) in [("width", width), ("height", height), ("quality", quality)] {
+                if let Some(v) = v {
+                    let _ = write!(q, "&{k}={v}");
+                }
+            }
+            if *full_page {
+                q.push_str("&full_page=1");
+            }
+            if let Some(f) = format {
+                let _ = write!(q, "&format={}", query_escape(f));
+            }
+            return screenshot(&sock, &q, out).await;
+        }
+        CtlCommand::Check { path } => ("GET", format!("/_supervisor/browser/check?path={}", query_escape(path))),
     };
     let (path, body) = match (&args.scope, &args.command) {
         (None, _) => (path, body),
@@ -88,11 +104,16 @@ pub async fn ctl(args: CtlArgs) -> anyhow::Result<i32> {
         }
         return Ok(1);
     }
+    let code = match &args.command {
+        CtlCommand::Check { .. } if v["ok"] != true => 1,
+        _ => 0,
+    };
     if args.json {
         println!("{v}");
-        return Ok(0);
+        return Ok(code);
     }
     match &args.command {
+        CtlCommand::Check { .. } => print!("{}", check_table(&v)),
         CtlCommand::Status => print!("{}", status_table(&v)),
         CtlCommand::Logs { .. } => {
             for l in v["lines"].as_array().into_iter().flatten() {
@@ -118,7 +139,63 @@ pub async fn ctl(args: CtlArgs) -> anyhow::Result<i32> {
         }
         _ => println!("{}: {}", v["name"].as_str().unwrap_or(""), v["state"].as_str().unwrap_or("")),
     }
+    Ok(code)
+}
+
+/// Percent-encodes a query value (everything but RFC 3986's unreserved characters).
+pub fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// `ctl screenshot`: the image goes to `out` (written whole, then renamed into place).
+async fn screenshot(sock: &Path, path: &str, out: &Path) -> anyhow::Result<i32> {
+    let (status, body) = client::request(sock, "GET", path, None).await?;
+    if status != 200 {
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        eprintln!("error: {}", error_message(&v));
+        return Ok(1);
+    }
+    let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| anyhow::anyhow!("cannot write in {}: {e}", dir.display()))?;
+    std::io::Write::write_all(&mut tmp, &body)?;
+    tmp.persist(out).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+    println!("{} ({} bytes)", out.display(), body.len());
     Ok(0)
+}
+
+/// The human form of `ctl check`.
+pub fn check_table(v: &Value) -> String {
+    let mut out = String::new();
+    let s = |x: &Value| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string());
+    let _ = writeln!(out, "ok: {}   status: {}   load: {} ms   title: {}", v["ok"], s(&v["status"]), v["load_ms"], s(&v["title"]));
+    if let Some(e) = v["error"].as_str() {
+        let _ = writeln!(out, "error: {e}");
+    }
+    if !v["vite_error"].is_null() {
+        let _ = writeln!(out, "vite error in {}: {}", s(&v["vite_error"]["file"]), s(&v["vite_error"]["message"]));
+    }
+    let _ = writeln!(out, "{:<10} {:<8} WHAT", "KIND", "LEVEL");
+    for e in v["exceptions"].as_array().into_iter().flatten() {
+        let at = &e["stack_top"];
+        let at = if at.is_null() { String::new() } else { format!(" (at {}:{})", s(&at["url"]), at["line"]) };
+        let _ = writeln!(out, "{:<10} {:<8} {}{at}", "exception", "error", s(&e["message"]));
+    }
+    for c in v["console"].as_array().into_iter().flatten() {
+        let _ = writeln!(out, "{:<10} {:<8} {}", "console", s(&c["level"]), s(&c["text"]).replace('\n', " "));
+    }
+    for f in v["failed_requests"].as_array().into_iter().flatten() {
+        let why = if f["status"].is_null() { s(&f["error"]) } else { f["status"].to_string() };
+        let _ = writeln!(out, "{:<10} {:<8} {} {}", "request", "failed", why, s(&f["url"]));
+    }
+    out
 }
 
 /// The value of `KEY=-`: all of standard input (so a secret never sits in argv or sudo's

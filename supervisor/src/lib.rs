@@ -17,11 +17,13 @@
 //! - [`guard`]: the firewall guard of the internal ports;
 //! - [`resume`]: pause/resume detection and its grace period;
 //! - [`pty`]: terminals: shell sessions over WebSocket, `tty` services, `ctl attach`;
+//! - [`browser`]: the browser sensor (screenshots, checks, page events over CDP);
 //! - [`acp`]: `supervisor acp`, the agent behind ACP's HTTP/WebSocket transport;
 //! - [`cli`], [`run`], [`ctl`], [`client`], [`logging`]: the binary's commands.
 
 pub mod acp;
 pub mod api;
+pub mod browser;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -25,6 +25,7 @@ pub async fn run(cfg: Config, reloader: crate::reload::Reloader) -> anyhow::Resu
     let cap = server::listener::connection_cap(nofile);
     let settings = cfg.settings.clone();
     let targets = server::PassThroughTargets::from_services(&cfg.services);
+    let cfg_services = cfg.services.clone();
     std::fs::create_dir_all(&settings.runtime_dir)
         .map_err(|e| anyhow::anyhow!("cannot create runtime dir {}: {e}", settings.runtime_dir.display()))?;
     let socket = bind_socket(&settings.control_socket).await?;
@@ -51,11 +52,14 @@ pub async fn run(cfg: Config, reloader: crate::reload::Reloader) -> anyhow::Resu
     // Read before any service starts, so the first spawn already gets it.
     let injected = env.injected().await;
     let sup = Supervisor::start(cfg, reaper.clone(), injected).map_err(|e| anyhow::anyhow!(e))?;
+    // The sensor loads the app the way the in-VM browser sees it: localhost on the listen port.
+    let origin = format!("http://localhost:{}", public.local_addr()?.port());
+    let browser = crate::browser::Sensor::new(sup.clone(), "chromium", &crate::browser::Sensor::cdp_of(&cfg_services, "chromium"), &origin);
     let pty_user = settings.service_user.clone().or_else(|| sup.handle(&settings.proxy_service).and_then(|h| h.spec.user.clone()));
     let pty_defaults = crate::pty::session::SessionDefaults::new(settings.app_dir.clone(), pty_user.as_deref(), settings.pty_idle).map_err(|e| anyhow::anyhow!("terminal sessions: {e}"))?;
     let ptys = crate::pty::session::Manager::new(reaper.clone(), sup.clone(), pty_defaults);
     let reloader = Arc::new(reloader);
-    let state = ApiState { sup: sup.clone(), cpu: Arc::default(), env, token_file: settings.token_file.clone(), guard: guard.clone(), ptys: ptys.clone(), reload: reloader.clone() };
+    let state = ApiState { sup: sup.clone(), cpu: Arc::default(), env, token_file: settings.token_file.clone(), guard: guard.clone(), ptys: ptys.clone(), reload: reloader.clone(), browser };
     let app = Arc::new(AppProxy {
         upstream: Upstream::new(&settings.proxy_upstream),
         service: settings.proxy_service.clone(),

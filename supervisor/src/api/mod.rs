@@ -2,6 +2,7 @@
 //! control socket and, behind token auth, on the public listener.
 
 pub mod auth;
+pub mod browser;
 pub mod env;
 pub mod pty;
 mod error;
@@ -38,6 +39,8 @@ pub struct ApiState {
     pub ptys: Arc<crate::pty::session::Manager>,
     /// Reads the config file again for `reload`.
     pub reload: Arc<crate::reload::Reloader>,
+    /// The browser sensor (SPEC §9).
+    pub browser: Arc<crate::browser::Sensor>,
 }
 
 /// The routes that need no token: liveness and readiness of the supervisor.
@@ -56,6 +59,7 @@ pub fn token_routes() -> Router<ApiState> {
         .merge(pty::routes())
         .route("/_supervisor/metrics", get(metrics))
         .route("/_supervisor/reload", post(reload))
+        .merge(browser::routes())
 }
 
 /// Routes only the unix socket serves (root's tools).

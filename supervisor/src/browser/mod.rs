@@ -1,0 +1,173 @@
+//! The browser sensor (SPEC §9): one CDP connection to the supervised Chromium
+//! (chromiumoxide's `Connection`, see [`cdp`]), opened on first use and re-opened after
+//! Chromium restarts; screenshots and checks of the app in a browser context of its own;
+//! console, exceptions and failed requests of every page into a ring served as SSE.
+
+pub mod cdp;
+pub mod events;
+pub mod load;
+mod watch;
+
+use crate::engine::Supervisor;
+use crate::sse::Ring;
+use cdp::Cdp;
+use chromiumoxide::cdp::browser_protocol::target::CreateBrowserContextParams;
+use events::BrowserEvent;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a request waits for Chromium (e.g. while it restarts) before a 503.
+pub const WAIT_FOR_BROWSER: Duration = Duration::from_secs(20);
+/// Events kept for `/browser/events` replay.
+pub const RING: usize = 1000;
+/// Captures (screenshots and checks) running at once.
+pub const PARALLEL: usize = 2;
+/// Captures waiting for a slot; one more is refused with 429.
+pub const QUEUE: usize = 8;
+
+/// Why the sensor cannot answer now (a 503 with this reason).
+#[derive(Debug, Clone)]
+pub struct Unavailable(pub String);
+
+/// A live CDP connection with the sensor's own browser context.
+pub struct Session {
+    /// The connection.
+    pub cdp: Arc<Cdp>,
+    /// The sensor's browser context: its pages share nothing with the agent's.
+    pub context: String,
+    /// Chromium's pid when this session was opened: a new pid means a new browser.
+    pid: Option<i32>,
+}
+
+impl Session {
+    fn usable(&self, pid: Option<i32>) -> bool {
+        self.cdp.alive() && self.pid == pid
+    }
+}
+
+/// The sensor: where Chromium and the app are, its session, its event ring, its limits.
+pub struct Sensor {
+    /// DevTools HTTP endpoint, e.g. `http://127.0.0.1:9222` (from the chromium service's config).
+    cdp: String,
+    /// The app as the browser sees it, e.g. `http://localhost:3000`.
+    pub origin: String,
+    /// The service running Chromium (whose readiness and pid the session follows).
+    service: String,
+    sup: Arc<Supervisor>,
+    session: tokio::sync::Mutex<Option<Arc<Session>>>,
+    /// Console messages, exceptions and failed requests of every page.
+    pub events: Arc<Ring<BrowserEvent>>,
+    slots: Arc<tokio::sync::Semaphore>,
+    queued: AtomicUsize,
+}
+
+/// A slot for one capture; dropping it frees the slot.
+pub struct Slot(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
+impl Sensor {
+    /// A sensor for the Chromium of `service` at `cdp`, looking at the app at `origin`.
+    pub fn new(sup: Arc<Supervisor>, service: &str, cdp: &str, origin: &str) -> Arc<Self> {
+        Arc::new(Sensor {
+            cdp: cdp.trim_end_matches('/').to_string(),
+            origin: origin.trim_end_matches('/').to_string(),
+            service: service.to_string(),
+            sup,
+            session: tokio::sync::Mutex::new(None),
+            events: Arc::new(Ring::new(RING)),
+            slots: Arc::new(tokio::sync::Semaphore::new(PARALLEL)),
+            queued: AtomicUsize::new(0),
+        })
+    }
+
+    /// The DevTools address of the `chromium` service: its cdp probe's URL if it has one,
+    /// else `http://127.0.0.1:<port>` (default 9222).
+    pub fn cdp_of(services: &[crate::config::ServiceSpec], name: &str) -> String {
+        use crate::config::ProbeKind;
+        let Some(s) = services.iter().find(|s| s.name == name) else { return "http://127.0.0.1:9222".into() };
+        for p in [&s.readiness, &s.liveness, &s.startup].into_iter().flatten() {
+            if let ProbeKind::Cdp(url) = &p.kind {
+                return url.clone();
+            }
+        }
+        format!("http://127.0.0.1:{}", s.port.unwrap_or(9222))
+    }
+
+    /// A capture slot: at most [`PARALLEL`] at once, [`QUEUE`] more wait; `None` = refuse (429).
+    pub async fn slot(&self) -> Option<Slot> {
+        if let Ok(p) = self.slots.clone().try_acquire_owned() {
+            return Some(Slot(p));
+        }
+        if self.queued.fetch_add(1, Ordering::SeqCst) >= QUEUE {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        struct Dequeue<'a>(&'a AtomicUsize);
+        impl Drop for Dequeue<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let _d = Dequeue(&self.queued);
+        self.slots.clone().acquire_owned().await.ok().map(Slot)
+    }
+
+    fn chromium(&self) -> (bool, Option<i32>) {
+        match self.sup.status(&self.service) {
+            Some(s) => (s.ready, s.pid),
+            // No such service (a config without Chromium): try the address anyway.
+            None => (true, None),
+        }
+    }
+
+    /// The live session, opening one if needed; waits up to `wait` for Chromium (e.g.
+    /// during a restart), then gives the reason.
+    pub async fn session(&self, wait: Duration) -> Result<Arc<Session>, Unavailable> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut guard = match tokio::time::timeout_at(deadline, self.session.lock()).await {
+            Ok(g) => g,
+            Err(_) => return Err(Unavailable(format!("another request is connecting to Chromium; gave up after {wait:?}"))),
+        };
+        let mut last;
+        loop {
+            let (ready, pid) = self.chromium();
+            if let Some(s) = guard.as_ref() {
+                if s.usable(pid) && ready {
+                    return Ok(s.clone());
+                }
+            }
+            if guard.take().is_some() {
+                tracing::info!(service = %self.service, "browser sensor: Chromium went away; reconnecting when it is ready");
+            }
+            if !ready {
+                last = format!("the {} service is not ready (restarting?)", self.service);
+            } else {
+                match tokio::time::timeout_at(deadline, self.connect(pid)).await {
+                    Ok(Ok(s)) => {
+                        let s = Arc::new(s);
+                        *guard = Some(s.clone());
+                        return Ok(s);
+                    }
+                    Ok(Err(e)) => last = e,
+                    Err(_) => last = "connecting to Chromium timed out".into(),
+                }
+            }
+            if tokio::time::Instant::now() + Duration::from_millis(250) >= deadline {
+                return Err(Unavailable(format!("browser unavailable after waiting {wait:?}: {last}")));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Opens the CDP session: the browser WebSocket from `/json/version`, the sensor's
+    /// browser context (disposed by Chromium when the connection goes) and the watcher.
+    async fn connect(&self, pid: Option<i32>) -> Result<Session, String> {
+        let ws = cdp::browser_ws(&self.cdp).await?;
+        let cdp = Cdp::connect(&ws).await?;
+        let p = CreateBrowserContextParams { dispose_on_detach: Some(true), ..Default::default() };
+        let context = cdp.send(None, p).await.map_err(|e| format!("Target.createBrowserContext: {e}"))?.browser_context_id.inner().clone();
+        watch::start(&cdp, self.events.clone(), context.clone()).await?;
+        tracing::info!(cdp = %self.cdp, "browser sensor: connected, own browser context created");
+        Ok(Session { cdp, context, pid })
+    }
+}
