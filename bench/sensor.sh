@@ -23,7 +23,7 @@ HOME="$work/home" start_supervisor "$work/supervisor.toml" "$app" 127.0.0.1:3000
 "$bin" ctl --runtime-dir "$work/run" token rotate >/dev/null
 
 python3 - "$work/run/token" "$sup_pid" "$n" <<'PY'
-import sys, time, urllib.request
+import sys, time, urllib.error, urllib.request
 token = open(sys.argv[1]).read().strip()
 pid, n = int(sys.argv[2]), int(sys.argv[3])
 def rss():
@@ -32,8 +32,11 @@ def rss():
 def get(path):
     req = urllib.request.Request("http://127.0.0.1:3000" + path, headers={"Authorization": "Bearer " + token})
     t = time.perf_counter()
-    with urllib.request.urlopen(req, timeout=120) as r:
-        body = r.read()
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            body = r.read()
+    except urllib.error.HTTPError as e:
+        sys.exit(f"{path}: {e.code} {e.read().decode(errors='replace')}")
     return (time.perf_counter() - t) * 1000, len(body)
 def pct(xs, p):
     xs = sorted(xs); return xs[min(len(xs) - 1, int(round(p * (len(xs) - 1))))]

@@ -120,8 +120,8 @@ async fn open(sess: &Session, rx: &mut broadcast::Receiver<Arc<RawEvent>>, width
     let mut p = target::CreateTargetParams::new("about:blank");
     p.browser_context_id = Some(sess.context.clone().into());
     p.background = Some(true);
-    p.width = Some(width.into());
-    p.height = Some(height.into());
+    // No width/height here: Chromium refuses a size for a tab that joins an existing window
+    // ("Target position can only be set for new windows"); the viewport is emulated below.
     let target = sess.cdp.send(None, p).await.map_err(|e| LoadError::at("Target.createTarget", e))?.target_id.inner().clone();
     // Made at once, so the page is closed whatever happens next.
     let mut page = OwnPage { cdp: sess.cdp.clone(), target: target.clone(), session: String::new() };
