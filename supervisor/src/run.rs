@@ -55,6 +55,9 @@ pub async fn run(cfg: Config, reloader: crate::reload::Reloader) -> anyhow::Resu
     // The sensor loads the app the way the in-VM browser sees it: localhost on the listen port.
     let origin = format!("http://localhost:{}", public.local_addr()?.port());
     let browser = crate::browser::Sensor::new(sup.clone(), "chromium", &crate::browser::Sensor::cdp_of(&cfg_services, "chromium"), &origin);
+    if cfg_services.iter().any(|s| s.name == "chromium") {
+        browser.follow();
+    }
     let pty_user = settings.service_user.clone().or_else(|| sup.handle(&settings.proxy_service).and_then(|h| h.spec.user.clone()));
     let pty_defaults = crate::pty::session::SessionDefaults::new(settings.app_dir.clone(), pty_user.as_deref(), settings.pty_idle).map_err(|e| anyhow::anyhow!("terminal sessions: {e}"))?;
     let ptys = crate::pty::session::Manager::new(reaper.clone(), sup.clone(), pty_defaults);

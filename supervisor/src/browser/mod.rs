@@ -25,6 +25,8 @@ pub const RING: usize = 1000;
 pub const PARALLEL: usize = 2;
 /// Captures waiting for a slot; one more is refused with 429.
 pub const QUEUE: usize = 8;
+/// How often the follower looks at the session between Chromium's status changes.
+const FOLLOW_RECHECK: Duration = Duration::from_secs(5);
 
 /// Why the sensor cannot answer now (a 503 with this reason).
 #[derive(Debug, Clone)]
@@ -58,12 +60,45 @@ pub struct Sensor {
     session: tokio::sync::Mutex<Option<Arc<Session>>>,
     /// Console messages, exceptions and failed requests of every page.
     pub events: Arc<Ring<BrowserEvent>>,
-    slots: Arc<tokio::sync::Semaphore>,
+    slots: Slots,
+}
+
+/// The capture limit: `parallel` at once, `queue` more waiting, then refusal.
+pub struct Slots {
+    running: Arc<tokio::sync::Semaphore>,
     queued: AtomicUsize,
+    queue: usize,
 }
 
 /// A slot for one capture; dropping it frees the slot.
 pub struct Slot(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
+impl Slots {
+    /// `parallel` captures at once, `queue` more may wait.
+    pub fn new(parallel: usize, queue: usize) -> Self {
+        Slots { running: Arc::new(tokio::sync::Semaphore::new(parallel)), queued: AtomicUsize::new(0), queue }
+    }
+
+    /// A slot now, or after waiting in the queue; `None` when the queue is full.
+    pub async fn take(&self) -> Option<Slot> {
+        if let Ok(p) = self.running.clone().try_acquire_owned() {
+            return Some(Slot(p));
+        }
+        if self.queued.fetch_add(1, Ordering::SeqCst) >= self.queue {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        // Leaves the queue however the wait ends (a slot, or the request dropped).
+        struct Dequeue<'a>(&'a AtomicUsize);
+        impl Drop for Dequeue<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let _d = Dequeue(&self.queued);
+        self.running.clone().acquire_owned().await.ok().map(Slot)
+    }
+}
 
 impl Sensor {
     /// A sensor for the Chromium of `service` at `cdp`, looking at the app at `origin`.
@@ -75,8 +110,7 @@ impl Sensor {
             sup,
             session: tokio::sync::Mutex::new(None),
             events: Arc::new(Ring::new(RING)),
-            slots: Arc::new(tokio::sync::Semaphore::new(PARALLEL)),
-            queued: AtomicUsize::new(0),
+            slots: Slots::new(PARALLEL, QUEUE),
         })
     }
 
@@ -95,21 +129,34 @@ impl Sensor {
 
     /// A capture slot: at most [`PARALLEL`] at once, [`QUEUE`] more wait; `None` = refuse (429).
     pub async fn slot(&self) -> Option<Slot> {
-        if let Ok(p) = self.slots.clone().try_acquire_owned() {
-            return Some(Slot(p));
-        }
-        if self.queued.fetch_add(1, Ordering::SeqCst) >= QUEUE {
-            self.queued.fetch_sub(1, Ordering::SeqCst);
-            return None;
-        }
-        struct Dequeue<'a>(&'a AtomicUsize);
-        impl Drop for Dequeue<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::SeqCst);
+        self.slots.take().await
+    }
+
+    /// Keeps the session open whenever Chromium is ready — opened at boot, re-opened after
+    /// each Chromium restart — so `/browser/events` holds what every page reported since
+    /// then, not only since the first request. Reacts to the service's status changes,
+    /// and looks again every few seconds in case the connection dropped on its own.
+    pub fn follow(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let (_, mut changes) = me.sup.event_ring().subscribe();
+            loop {
+                let (ready, pid) = me.chromium();
+                // A busy lock means a request is connecting right now: nothing to do.
+                let usable = me.session.try_lock().map(|g| g.as_ref().is_some_and(|s| s.usable(pid)));
+                if ready && matches!(usable, Ok(false)) {
+                    if let Err(e) = me.session(WAIT_FOR_BROWSER).await {
+                        tracing::debug!("browser sensor: {}", e.0);
+                    }
+                }
+                tokio::select! {
+                    c = changes.recv() => if let Err(tokio::sync::broadcast::error::RecvError::Closed) = c {
+                        return;
+                    },
+                    _ = tokio::time::sleep(FOLLOW_RECHECK) => {}
+                }
             }
-        }
-        let _d = Dequeue(&self.queued);
-        self.slots.clone().acquire_owned().await.ok().map(Slot)
+        });
     }
 
     fn chromium(&self) -> (bool, Option<i32>) {
@@ -169,5 +216,32 @@ impl Sensor {
         watch::start(&cdp, self.events.clone(), context.clone()).await?;
         tracing::info!(cdp = %self.cdp, "browser sensor: connected, own browser context created");
         Ok(Session { cdp, context, pid })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn two_captures_run_eight_wait_and_the_next_is_refused_until_a_slot_frees() {
+        let slots = Arc::new(Slots::new(PARALLEL, QUEUE));
+        let running: Vec<Slot> = futures_util::future::join_all((0..PARALLEL).map(|_| slots.take())).await.into_iter().map(Option::unwrap).collect();
+        let mut waiting = Vec::new();
+        for _ in 0..QUEUE {
+            let s = slots.clone();
+            waiting.push(tokio::spawn(async move { s.take().await.is_some() }));
+        }
+        // Every waiter is queued before the next one is refused.
+        while slots.queued.load(Ordering::SeqCst) < QUEUE {
+            tokio::task::yield_now().await;
+        }
+        assert!(slots.take().await.is_none(), "the 11th capture is refused");
+        drop(running);
+        for w in waiting {
+            assert!(w.await.unwrap(), "a queued capture gets its slot once the running ones end");
+        }
+        assert_eq!(slots.queued.load(Ordering::SeqCst), 0);
+        assert!(slots.take().await.is_some());
     }
 }
