@@ -24,8 +24,11 @@ use std::time::Duration;
 pub const WIDTH: (u32, u32) = (100, 3840);
 /// See [`WIDTH`].
 pub const HEIGHT: (u32, u32) = (100, 2160);
-/// A full-page capture is cut at this height.
+/// A full-page capture is cut at this height...
 pub const FULL_PAGE_MAX: u32 = 10_000;
+/// ...and at this many pixels (so a 3840-wide one stops at 4,166 px): an image is held
+/// three times (CDP's base64 message, its parse, the PNG) while it passes through.
+pub const FULL_PAGE_PIXELS: u32 = 16_000_000;
 /// Longest `path` accepted.
 const MAX_PATH: usize = 2048;
 /// Longest a whole capture may take (queue wait excluded).
@@ -131,13 +134,13 @@ fn unavailable(reason: String) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "browser_unavailable", reason)
 }
 
-/// Runs `f` on a loaded page: a capture slot (or 429), the session (or 503), the load,
-/// all within [`CAPTURE_TIMEOUT`].
+/// Runs `f` on a loaded page (`hidden`: invisible to other CDP clients, not capturable):
+/// a capture slot (or 429), the session (or 503), the load, all within [`CAPTURE_TIMEOUT`].
 async fn with_page<T>(
     sensor: &Arc<Sensor>,
     url: &str,
-    width: u32,
-    height: u32,
+    (width, height): (u32, u32),
+    hidden: bool,
     f: impl AsyncFnOnce(Loaded) -> Result<T, ApiError>,
 ) -> Result<T, ApiError> {
     let Some(_slot) = sensor.slot().await else {
@@ -150,7 +153,7 @@ async fn with_page<T>(
         let loaded = loop {
             let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
             let sess = sensor.session(wait).await.map_err(|e| unavailable(e.0))?;
-            match load::load(&sess, url, width, height).await {
+            match load::load(&sess, url, width, height, hidden).await {
                 Ok(l) => break l,
                 Err(LoadError::Closed) if tokio::time::Instant::now() < deadline => continue,
                 Err(LoadError::Closed) => return Err(unavailable("the CDP connection closed during the load".into())),
@@ -168,12 +171,12 @@ async fn with_page<T>(
 /// `GET /_supervisor/browser/screenshot`: `image/png` (or `image/jpeg`) of the app.
 async fn screenshot(State(st): State<ApiState>, Query(q): Query<CaptureQuery>) -> Result<Response, ApiError> {
     let shot = Shot::parse(&st.browser.origin, &q)?;
-    let bytes = with_page(&st.browser, &shot.url, shot.width, shot.height, async |l: Loaded| {
+    let bytes = with_page(&st.browser, &shot.url, (shot.width, shot.height), false, async |l: Loaded| {
         let page = &l.page;
         let fail = |what: &str, e: crate::browser::cdp::CdpError| unavailable(format!("{what}: {e}"));
         if shot.full_page {
             let m = page.send(GetLayoutMetricsParams::default()).await.map_err(|e| fail("Page.getLayoutMetrics", e))?;
-            let h = (m.css_content_size.height.ceil() as u32).clamp(shot.height, FULL_PAGE_MAX);
+            let h = (m.css_content_size.height.ceil() as u32).clamp(shot.height, FULL_PAGE_MAX.min(FULL_PAGE_PIXELS / shot.width).max(shot.height));
             page.send(SetDeviceMetricsOverrideParams::new(shot.width as i64, h as i64, 1.0, false)).await.map_err(|e| fail("resizing", e))?;
         }
         let mut p = CaptureScreenshotParams::default();
@@ -196,7 +199,7 @@ async fn screenshot(State(st): State<ApiState>, Query(q): Query<CaptureQuery>) -
 /// `GET /_supervisor/browser/check`: does the app render, and why not.
 async fn check(State(st): State<ApiState>, Query(q): Query<CaptureQuery>) -> Result<Json<serde_json::Value>, ApiError> {
     let url = app_url(&st.browser.origin, q.path.as_deref())?;
-    let v = with_page(&st.browser, &url, 1280, 800, async |l: Loaded| {
+    let v = with_page(&st.browser, &url, (1280, 800), true, async |l: Loaded| {
         let vite_error = l.vite_error().await;
         let title = l.title().await;
         let console_error = l.console.iter().any(|c| c["level"] == "error");
@@ -215,10 +218,14 @@ async fn check(State(st): State<ApiState>, Query(q): Query<CaptureQuery>) -> Res
 }
 
 /// `GET /_supervisor/browser/events`: SSE of every page's console messages, exceptions
-/// and failed requests; `Last-Event-ID` replays from the ring. Opens the CDP session if
-/// none is open yet (so the agent's pages are being watched from then on).
+/// and failed requests; `Last-Event-ID` replays from the ring. Answers even while Chromium
+/// is down (the ring still holds what came before); the follower keeps the session open,
+/// and this asks for one too in case none is being followed.
 async fn events_route(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    st.browser.session(WAIT_FOR_BROWSER).await.map_err(|e| unavailable(e.0))?;
+    let sensor = st.browser.clone();
+    tokio::spawn(async move {
+        let _ = sensor.session(WAIT_FOR_BROWSER).await;
+    });
     let render = |n: &crate::sse::Numbered<BrowserEvent>| Event::default().event(n.item.kind).data(&*n.item.data);
     let after = crate::sse::last_event_id(&headers).unwrap_or(0);
     Ok(crate::sse::stream(st.browser.events.clone(), vec![], after, render).into_response())

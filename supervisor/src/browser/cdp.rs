@@ -22,8 +22,11 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// Longest wait for the answer to one command.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Events buffered per subscriber; one that falls further behind loses the oldest.
-const EVENT_BUFFER: usize = 4096;
+/// Events buffered per subscriber of a long-lived connection; one that falls further
+/// behind loses the oldest.
+pub const EVENT_BUFFER: usize = 4096;
+/// Timed-out calls whose answer never came are swept from the books past this many.
+const PENDING_SWEEP: usize = 256;
 
 /// One CDP event as it came: its method, the flat session it belongs to (none for the
 /// browser's own), and its parameters, parsed on demand by whoever reads it.
@@ -76,19 +79,23 @@ struct Call {
 /// A connection to Chromium's browser endpoint. Dropping the last handle closes it.
 pub struct Cdp {
     calls: mpsc::Sender<Call>,
-    events: broadcast::Sender<Arc<RawEvent>>,
+    /// Weak, so the event streams end (`RecvError::Closed`) when the driver does: a
+    /// load then learns at once that the connection went, instead of timing out.
+    events: broadcast::WeakSender<Arc<RawEvent>>,
     alive: Arc<AtomicBool>,
 }
 
 impl Cdp {
-    /// Connects to `ws_url` (the `webSocketDebuggerUrl` of `/json/version`).
-    pub async fn connect(ws_url: &str) -> Result<Arc<Cdp>, String> {
+    /// Connects to `ws_url` (the `webSocketDebuggerUrl` of `/json/version`), buffering
+    /// `event_buffer` events per subscriber.
+    pub async fn connect(ws_url: &str, event_buffer: usize) -> Result<Arc<Cdp>, String> {
         let conn = Connection::<RawEvent>::connect(ws_url).await.map_err(|e| format!("CDP connect: {e}"))?;
         let (calls, rx) = mpsc::channel(256);
-        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let (events, _) = broadcast::channel(event_buffer.max(1));
         let alive = Arc::new(AtomicBool::new(true));
-        tokio::spawn(drive(conn, rx, events.clone(), alive.clone()));
-        Ok(Arc::new(Cdp { calls, events, alive }))
+        let weak = events.downgrade();
+        tokio::spawn(drive(conn, rx, events, alive.clone()));
+        Ok(Arc::new(Cdp { calls, events: weak, alive }))
     }
 
     /// Whether the WebSocket is still up.
@@ -96,9 +103,13 @@ impl Cdp {
         self.alive.load(Ordering::SeqCst)
     }
 
-    /// Every event from now on, of every session.
+    /// Every event from now on, of every session (a stream that is already closed when
+    /// the connection is gone).
     pub fn events(&self) -> broadcast::Receiver<Arc<RawEvent>> {
-        self.events.subscribe()
+        match self.events.upgrade() {
+            Some(tx) => tx.subscribe(),
+            None => broadcast::channel(1).1,
+        }
     }
 
     /// Sends `cmd` (to `session`, or the browser) and parses its typed answer.
@@ -155,6 +166,10 @@ async fn drive(mut conn: Connection<RawEvent>, mut calls: mpsc::Receiver<Call>, 
                 let Some(c) = call else { break };
                 match conn.submit_command(c.method.clone(), c.session.map(SessionId::from), c.params) {
                     Ok(id) => {
+                        if pending.len() >= PENDING_SWEEP {
+                            // Callers that gave up (timeout, dropped request) wait no more.
+                            pending.retain(|_, (_, reply)| !reply.is_closed());
+                        }
                         pending.insert(id, (c.method, c.reply));
                     }
                     Err(e) => {

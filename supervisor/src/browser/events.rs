@@ -138,6 +138,14 @@ struct Lifecycle {
     name: String,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Dialog {
+    r#type: String,
+    message: String,
+    url: Option<String>,
+}
+
 /// What one page event means to the sensor.
 pub enum PageEvent {
     /// A `console.*` call or a browser log entry (e.g. "Failed to load resource: 404"):
@@ -155,6 +163,9 @@ pub enum PageEvent {
     Failed { id: String, error: String, canceled: bool },
     /// A page lifecycle step (`load`, `DOMContentLoaded`, ...) of the navigation `loader`.
     Lifecycle { loader: String, name: String },
+    /// `alert`/`confirm`/`prompt`/`beforeunload` opened: the page is blocked until it is
+    /// answered. `entry` is its console-shaped record.
+    Dialog(Value),
 }
 
 fn parse<T: serde::de::DeserializeOwned + Default>(v: &Value) -> T {
@@ -186,6 +197,10 @@ impl PageEvent {
             "Page.lifecycleEvent" => {
                 let l: Lifecycle = parse(p);
                 PageEvent::Lifecycle { loader: l.loader_id, name: l.name }
+            }
+            "Page.javascriptDialogOpening" => {
+                let d: Dialog = parse(p);
+                PageEvent::Dialog(json!({"level": "warning", "text": clip(&format!("{} dialog: {}", d.r#type, d.message)), "url": d.url, "line": null}))
             }
             _ => return None,
         })
@@ -249,7 +264,9 @@ impl Requests {
         match ev {
             PageEvent::Request { id, url } => {
                 if self.urls.len() >= MAX_REQUESTS {
+                    // A long-lived page (the agent's) never stops: start the books afresh.
                     self.urls.clear();
+                    self.in_flight.clear();
                 }
                 if !url.starts_with("data:") {
                     self.in_flight.insert(id.clone());

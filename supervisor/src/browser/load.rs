@@ -4,7 +4,6 @@
 
 use super::cdp::{Cdp, CdpError, RawEvent};
 use super::events::{clip, PageEvent, Requests};
-use super::watch::Attach;
 use super::Session;
 use chromiumoxide::cdp::browser_protocol::{emulation, page, target};
 use chromiumoxide::cdp::js_protocol::runtime;
@@ -23,6 +22,8 @@ pub const SETTLE_MAX: Duration = Duration::from_secs(3);
 const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a failed module load may take to show Vite's overlay.
 const OVERLAY_WAIT: Duration = Duration::from_secs(2);
+/// Longest wait for one evaluation in the page (the overlay, the title).
+const EVAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Entries kept per list in a check answer.
 const MAX_ENTRIES: usize = 100;
 
@@ -58,11 +59,12 @@ impl OwnPage {
         self.cdp.send(Some(&self.session), cmd).await
     }
 
-    /// Evaluates `js` in the page; its value if it returned a string.
+    /// Evaluates `js` in the page; its value if it returned a string within
+    /// [`EVAL_TIMEOUT`] (a page stuck in a loop answers nothing).
     pub async fn eval_string(&self, js: &str) -> Option<String> {
         let mut p = runtime::EvaluateParams::new(js);
         p.return_by_value = Some(true);
-        let v = self.cdp.request(Some(&self.session), p).await.ok()?;
+        let v = tokio::time::timeout(EVAL_TIMEOUT, self.cdp.request(Some(&self.session), p)).await.ok()?.ok()?;
         v["result"]["value"].as_str().map(str::to_string)
     }
 }
@@ -114,32 +116,38 @@ async fn next_of(rx: &mut broadcast::Receiver<Arc<RawEvent>>, session: &str, unt
     }
 }
 
-/// Opens a blank page of the sensor's context, `width`×`height`, and waits until it is
-/// attached and its events are on.
-async fn open(sess: &Session, rx: &mut broadcast::Receiver<Arc<RawEvent>>, width: u32, height: u32) -> Result<OwnPage, LoadError> {
+/// Creates a blank page of the sensor's context. Run as a task of its own, so a request
+/// dropped while Chromium creates the page (a timeout, a client gone) still closes it.
+async fn create(sess: &Session, hidden: bool) -> Result<OwnPage, LoadError> {
     let mut p = target::CreateTargetParams::new("about:blank");
     p.browser_context_id = Some(sess.context.clone().into());
     p.background = Some(true);
+    // Hidden: a page with no tab, which other CDP clients (the agent's Playwright MCP,
+    // whose `connectOverCDP` adopts every page of a context it does not know) never see.
+    // It cannot paint, so screenshots use a background tab, seen by them while it lives.
+    p.hidden = Some(hidden);
     // No width/height here: Chromium refuses a size for a tab that joins an existing window
-    // ("Target position can only be set for new windows"); the viewport is emulated below.
-    let target = sess.cdp.send(None, p).await.map_err(|e| LoadError::at("Target.createTarget", e))?.target_id.inner().clone();
-    // Made at once, so the page is closed whatever happens next.
-    let mut page = OwnPage { cdp: sess.cdp.clone(), target: target.clone(), session: String::new() };
-    // The browser-level auto-attach gives the page its session: find it among the events
-    // (subscribed before the page was created, so its attach is among them).
-    let until = tokio::time::Instant::now() + OPEN_TIMEOUT;
-    page.session = loop {
-        match tokio::time::timeout_at(until, rx.recv()).await {
-            Err(_) => return Err(LoadError::Other("the new page was not attached in time".into())),
-            Ok(Err(RecvError::Closed)) => return Err(LoadError::Closed),
-            Ok(Err(RecvError::Lagged(_))) => continue,
-            Ok(Ok(ev)) => {
-                if let Some(a) = Attach::of(&ev).filter(|a| a.target() == target) {
-                    break a.session_id;
-                }
-            }
-        }
-    };
+    // ("Target position can only be set for new windows"); the viewport is emulated.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let cdp = sess.cdp.clone();
+    tokio::spawn(async move {
+        let r = cdp.send(None, p).await.map(|t| OwnPage { cdp: cdp.clone(), target: t.target_id.inner().clone(), session: String::new() });
+        // When nobody waits any more the page comes back here and is dropped: closed.
+        let _ = tx.send(r);
+    });
+    match rx.await {
+        Ok(Ok(page)) => Ok(page),
+        Ok(Err(e)) => Err(LoadError::at("Target.createTarget", e)),
+        Err(_) => Err(LoadError::Closed),
+    }
+}
+
+/// Opens a blank page of the sensor's context with a `width`×`height` viewport, attached
+/// in a flat session of its own with the events the load reads turned on.
+async fn open(sess: &Session, width: u32, height: u32, hidden: bool) -> Result<OwnPage, LoadError> {
+    let mut page = create(sess, hidden).await?;
+    let attach = target::AttachToTargetParams { target_id: page.target.clone().into(), flatten: Some(true) };
+    page.session = sess.cdp.send(None, attach).await.map_err(|e| LoadError::at("Target.attachToTarget", e))?.session_id.inner().clone();
     let s = Some(page.session.as_str());
     let metrics = emulation::SetDeviceMetricsOverrideParams::new(width as i64, height as i64, 1.0, false);
     let (a, b, c, d) = tokio::join!(
@@ -155,11 +163,13 @@ async fn open(sess: &Session, rx: &mut broadcast::Receiver<Arc<RawEvent>>, width
     Ok(page)
 }
 
-/// Opens a page of the sensor's context with a `width`×`height` viewport, loads `url`,
-/// waits for `load` and a quiet network (bounded), collecting what the page reports.
-pub async fn load(sess: &Session, url: &str, width: u32, height: u32) -> Result<Loaded, LoadError> {
+/// Opens a page of the sensor's context with a `width`×`height` viewport (`hidden`: one
+/// no other CDP client sees, which cannot be captured), loads `url`, waits for `load` and
+/// a quiet network (bounded), collecting what the page reports.
+pub async fn load(sess: &Session, url: &str, width: u32, height: u32, hidden: bool) -> Result<Loaded, LoadError> {
+    // Subscribed first: every event of the page's session, from its attach on, is read.
     let mut rx = sess.cdp.events();
-    let page = tokio::time::timeout(OPEN_TIMEOUT, open(sess, &mut rx, width, height))
+    let page = tokio::time::timeout(OPEN_TIMEOUT, open(sess, width, height, hidden))
         .await
         .map_err(|_| LoadError::Other("opening a page timed out".into()))??;
     let session = page.session.clone();
@@ -216,9 +226,16 @@ impl Loaded {
     }
 
     fn add(&mut self, req: &mut Requests, ev: PageEvent) {
+        if let PageEvent::Dialog(_) = &ev {
+            // A dialog blocks the page (no `load`, no answer to an evaluation): accept it.
+            let (cdp, session) = (self.page.cdp.clone(), self.page.session.clone());
+            tokio::spawn(async move {
+                let _ = cdp.send(Some(&session), page::HandleJavaScriptDialogParams::new(true)).await;
+            });
+        }
         let favicon = |v: &Value| v["url"].as_str().is_some_and(|u| u.split(['?', '#']).next().is_some_and(|p| p.ends_with("/favicon.ico")));
         let (list, v) = match ev {
-            PageEvent::Console(v) => (&mut self.console, v),
+            PageEvent::Console(v) | PageEvent::Dialog(v) => (&mut self.console, v),
             PageEvent::Exception(v) => (&mut self.exceptions, v),
             other => match req.on(&other) {
                 Some(v) => (&mut self.failed_requests, v),

@@ -1,6 +1,6 @@
 //! The browser sensor (SPEC §9): one CDP connection to the supervised Chromium
-//! (chromiumoxide's `Connection`, see [`cdp`]), opened on first use and re-opened after
-//! Chromium restarts; screenshots and checks of the app in a browser context of its own;
+//! (chromiumoxide's `Connection`, see [`cdp`]), opened once Chromium is ready and
+//! re-opened after each of its restarts; screenshots and checks of the app in a browser context of its own;
 //! console, exceptions and failed requests of every page into a ring served as SSE.
 
 pub mod cdp;
@@ -178,8 +178,10 @@ impl Sensor {
         let mut last;
         loop {
             let (ready, pid) = self.chromium();
+            // A live connection to the same Chromium is kept even while a readiness probe
+            // fails (a slow answer under load): only a new pid or a closed socket ends it.
             if let Some(s) = guard.as_ref() {
-                if s.usable(pid) && ready {
+                if s.usable(pid) {
                     return Ok(s.clone());
                 }
             }
@@ -210,7 +212,7 @@ impl Sensor {
     /// browser context (disposed by Chromium when the connection goes) and the watcher.
     async fn connect(&self, pid: Option<i32>) -> Result<Session, String> {
         let ws = cdp::browser_ws(&self.cdp).await?;
-        let cdp = Cdp::connect(&ws).await?;
+        let cdp = Cdp::connect(&ws, cdp::EVENT_BUFFER).await?;
         let p = CreateBrowserContextParams { dispose_on_detach: Some(true), ..Default::default() };
         let context = cdp.send(None, p).await.map_err(|e| format!("Target.createBrowserContext: {e}"))?.browser_context_id.inner().clone();
         watch::start(&cdp, self.events.clone(), context.clone()).await?;

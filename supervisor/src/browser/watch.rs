@@ -1,6 +1,8 @@
 //! The event watcher: every page of the supervised Chromium — the agent's included, found
 //! as the browser-level auto-attach reports them — feeds its console messages, uncaught
-//! exceptions and failed requests into the `/browser/events` ring.
+//! exceptions and failed requests into the `/browser/events` ring. The sensor's own pages
+//! are left out: what they report is in the check's answer, and frequent checks would
+//! otherwise push the agent's events out of the ring.
 
 use super::cdp::{Cdp, RawEvent};
 use super::events::{BrowserEvent, PageEvent, Requests};
@@ -20,37 +22,30 @@ struct TargetInfo {
     browser_context_id: Option<String>,
 }
 
-/// `Target.attachedToTarget` / `Target.detachedFromTarget`, as far as the sensor reads them.
+/// `Target.attachedToTarget`, as far as the watcher reads it.
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
-pub(super) struct Attach {
-    /// The flat session of the page.
-    pub session_id: String,
+struct Attach {
+    session_id: String,
     target_info: TargetInfo,
 }
 
 impl Attach {
     /// A page attached to the browser session, or `None` for any other event.
-    pub fn of(ev: &RawEvent) -> Option<Attach> {
+    fn of(ev: &RawEvent) -> Option<Attach> {
         if ev.session_id.is_some() || ev.method != "Target.attachedToTarget" {
             return None;
         }
         Attach::deserialize(&ev.params).ok().filter(|a| a.target_info.r#type == "page")
     }
-
-    /// The page's target id.
-    pub fn target(&self) -> &str {
-        &self.target_info.target_id
-    }
 }
 
 struct Watched {
     target: String,
-    sensor: bool,
     requests: Requests,
 }
 
-/// Starts the watcher of `cdp`'s pages (its own context's pages are marked `sensor`),
+/// Starts the watcher of `cdp`'s pages (all but those of the sensor's `own_context`),
 /// then turns on auto-attach so every current and future page reports to it.
 pub(super) async fn start(cdp: &Arc<Cdp>, ring: Arc<Ring<BrowserEvent>>, own_context: String) -> Result<(), String> {
     // Subscribed before auto-attach is on, so no page's attach is missed.
@@ -86,7 +81,9 @@ async fn run(mut rx: tokio::sync::broadcast::Receiver<Arc<RawEvent>>, cdp: Weak<
             Err(RecvError::Closed) => break,
         };
         if let Some(a) = Attach::of(&ev) {
-            let sensor = a.target_info.browser_context_id.as_deref() == Some(own_context.as_str());
+            if a.target_info.browser_context_id.as_deref() == Some(own_context.as_str()) {
+                continue;
+            }
             if let Some(cdp) = cdp.upgrade() {
                 let session = a.session_id.clone();
                 tokio::spawn(async move {
@@ -95,7 +92,7 @@ async fn run(mut rx: tokio::sync::broadcast::Receiver<Arc<RawEvent>>, cdp: Weak<
                     }
                 });
             }
-            pages.insert(a.session_id, Watched { target: a.target_info.target_id, sensor, requests: Requests::default() });
+            pages.insert(a.session_id, Watched { target: a.target_info.target_id, requests: Requests::default() });
             continue;
         }
         let Some(session) = ev.session_id.as_deref() else {
@@ -117,7 +114,6 @@ async fn run(mut rx: tokio::sync::broadcast::Receiver<Arc<RawEvent>>, cdp: Weak<
             },
         };
         v["target"] = page.target.clone().into();
-        v["sensor"] = page.sensor.into();
         ring.push(BrowserEvent { kind, data: Arc::from(v.to_string()) });
     }
 }

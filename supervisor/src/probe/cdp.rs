@@ -10,6 +10,7 @@ use chromiumoxide::cdp::browser_protocol::browser::GetVersionParams;
 /// Checks the DevTools endpoint at `base` (e.g. `http://127.0.0.1:9222`).
 pub async fn check(base: &str) -> Result<(), String> {
     let ws = browser_ws(base).await?;
-    let cdp = Cdp::connect(&ws).await?;
+    // No events are read: a one-slot buffer.
+    let cdp = Cdp::connect(&ws, 1).await?;
     cdp.send(None, GetVersionParams::default()).await.map(|_| ()).map_err(|e| format!("Browser.getVersion: {e}"))
 }
