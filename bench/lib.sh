@@ -35,4 +35,14 @@ start_supervisor() {
   "$bin" ready --runtime-dir "$work/run" --timeout "$4" >/dev/null || { echo "stack not ready:" >&2; tail -30 "$work/log" >&2; exit 1; }
 }
 
+# prod_setup [SED_ARGS...]: a copy of app-template in $work/app (its node_modules linked)
+# and opt/supervisor.toml ($CONFIG, if set) in $work/supervisor.toml with ${CONFIG_DIR}
+# expanded and SED_ARGS applied; makes $work/home for the services' HOME.
+prod_setup() {
+  mkdir -p "$work/app" "$work/home"
+  tar -C app-template --exclude=node_modules --exclude=dist --exclude=.env -cf - . | tar -C "$work/app" -xf -
+  ln -s "$PWD/app-template/node_modules" "$work/app/node_modules"
+  sed -e "s#\${CONFIG_DIR}#$PWD/opt#g" "$@" "${CONFIG:-opt/supervisor.toml}" >"$work/supervisor.toml"
+}
+
 stop_supervisor() { kill "$sup_pid"; wait "$sup_pid" 2>/dev/null || true; sup_pid=""; }

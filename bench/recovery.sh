@@ -17,16 +17,11 @@ services="${SERVICES:-vite chromium playwright-mcp}"
 
 exec 9>/tmp/sup-fixed-ports.lock
 flock 9
-app="$work/app"
-mkdir -p "$app" "$work/home"
-tar -C app-template --exclude=node_modules --exclude=dist --exclude=.env -cf - . | tar -C "$app" -xf -
-ln -s "$PWD/app-template/node_modules" "$app/node_modules"
 # Ten kills a minute are a crash loop by the production limits, and a run must last
 # backoff.reset_after (30 s) to count as stable: lift both, so every round measures the
 # first restart after a stable run (the case SPEC §4 bounds at 100 ms of waiting).
-sed -e "s#\${CONFIG_DIR}#$PWD/opt#g" \
-  -e '/^\[services\./a crash_loop = { max_restarts = 1000, window = "60s" }\nbackoff = { reset_after = "1s" }' \
-  "${CONFIG:-opt/supervisor.toml}" >"$work/supervisor.toml"
+prod_setup -e '/^\[services\./a crash_loop = { max_restarts = 1000, window = "60s" }\nbackoff = { reset_after = "1s" }'
+app="$work/app"
 HOME="$work/home" start_supervisor "$work/supervisor.toml" "$app" 127.0.0.1:3000 120
 
 python3 - "$bin" "$work/run" "$rounds" $services <<'PY'

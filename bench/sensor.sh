@@ -14,11 +14,8 @@ n="${N:-60}"
 
 exec 9>/tmp/sup-fixed-ports.lock
 flock 9
+prod_setup
 app="$work/app"
-mkdir -p "$app" "$work/home"
-tar -C app-template --exclude=node_modules --exclude=dist --exclude=.env -cf - . | tar -C "$app" -xf -
-ln -s "$PWD/app-template/node_modules" "$app/node_modules"
-sed -e "s#\${CONFIG_DIR}#$PWD/opt#g" opt/supervisor.toml >"$work/supervisor.toml"
 HOME="$work/home" start_supervisor "$work/supervisor.toml" "$app" 127.0.0.1:3000 120
 "$bin" ctl --runtime-dir "$work/run" token rotate >/dev/null
 

@@ -1054,3 +1054,79 @@ readiness = {}
         readiness.unwrap_or(&ping)
     )
 }
+
+/// A display number no X server on this machine uses (lock files are machine-wide).
+pub fn free_display() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    loop {
+        let d = 200 + (std::process::id() * 7 + N.fetch_add(1, Ordering::SeqCst) * 13) % 700;
+        if !Path::new(&format!("/tmp/.X{d}-lock")).exists() && !Path::new(&format!("/tmp/.X11-unix/X{d}")).exists() {
+            return d;
+        }
+    }
+}
+
+/// The production stack, ready: `opt/supervisor.toml` with the supervisor as root,
+/// `--port-guard on`, every service as [`TEST_USER`], on 0.0.0.0:3000 of a network
+/// namespace of its own, on a copy of app-template.
+pub struct Production {
+    /// The supervisor.
+    pub stack: Stack,
+    /// Its namespace (with a veth to the host).
+    pub ns: NetNs,
+    /// The app copy (removed on drop).
+    pub app: tempfile::TempDir,
+    /// From just before `supervisor run` to `ready`.
+    pub boot: Duration,
+}
+
+/// Starts [`Production`]: the machine-wide names the config uses (X display :99, the MCP
+/// output dir, Chromium's profile in the service user's shared home, named after `label`)
+/// get per-test values, so stacks never collide and need no fixed-ports lock. Fails with
+/// the status and the log's tail when not ready within `boot`.
+pub fn start_production(label: &str, boot: Duration) -> Result<Production> {
+    use std::os::unix::fs::PermissionsExt;
+    anyhow::ensure!(nix::unistd::geteuid().is_root(), "the production combination needs root");
+    let (uid, gid) = test_user()?;
+    let ns = NetNs::create_with_veth()?;
+    let app = copy_app_template()?;
+    std::fs::set_permissions(app.path(), std::fs::Permissions::from_mode(0o755))?;
+    let mcp_out = app.path().join("mcp-output");
+    std::fs::create_dir_all(&mcp_out)?;
+    chown_tree(&app.path().join("app"), uid, gid)?;
+    chown_tree(&mcp_out, uid, gid)?;
+    // Resolve (and, without $SUPERVISOR_BIN, build) the binary before the clock starts.
+    let _ = supervisor_bin();
+    let t0 = Instant::now();
+    let display = free_display();
+    let profile = format!("supervisor-chromium-{label}-{display}");
+    let config = std::fs::read_to_string(repo_root().join("opt/supervisor.toml"))?
+        // ${CONFIG_DIR} must stay the repo's opt/ (its node_modules): expand it here.
+        .replace("${CONFIG_DIR}", &repo_root().join("opt").to_string_lossy())
+        .replace(":99", &format!(":{display}"))
+        .replace("X99", &format!("X{display}"))
+        .replace("/tmp/playwright-mcp-output", &mcp_out.to_string_lossy())
+        // The profile lives in the service user's (shared) home: one per test, or a second
+        // Chromium finds the first's singleton socket, "opens in the existing session", exits 0.
+        .replace("CHROMIUM_PROFILE_NAME = \"supervisor-chromium\"", &format!("CHROMIUM_PROFILE_NAME = \"{profile}\""));
+    anyhow::ensure!(config.contains(&profile), "the profile name was not made per-test");
+    let stack = Stack::start_with(
+        &config,
+        StackOptions {
+            args: vec!["--listen".into(), "0.0.0.0:3000".into(), "--port-guard".into(), "on".into(), "--service-user".into(), TEST_USER.into()],
+            app_dir: Some(app.path().join("app")),
+            wrapper: ns.exec(),
+            ..Default::default()
+        },
+    )?;
+    let ready = stack.ready_cmd(boot.as_secs())?;
+    let took = t0.elapsed();
+    anyhow::ensure!(
+        ready.status.success(),
+        "stack not ready in {boot:?}\n{}\n{}",
+        stack.status().map(|s| s.to_string()).unwrap_or_default(),
+        stack.log_tail(60)
+    );
+    Ok(Production { stack, ns, app, boot: took })
+}

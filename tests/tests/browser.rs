@@ -6,7 +6,6 @@
 use e2e::*;
 use serde_json::Value;
 use std::io::{BufRead, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,51 +20,11 @@ struct Prod {
     token: String,
 }
 
-fn free_display() -> u32 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    loop {
-        let d = 200 + (std::process::id() * 11 + 3 + N.fetch_add(1, Ordering::SeqCst) * 17) % 700;
-        if !std::path::Path::new(&format!("/tmp/.X{d}-lock")).exists() && !std::path::Path::new(&format!("/tmp/.X11-unix/X{d}")).exists() {
-            return d;
-        }
-    }
-}
-
-/// The production config as `stack.rs` starts it (root, `--port-guard on`, services as
-/// the test user, per-test display, profile and MCP output dir), in its own namespace.
+/// The production stack (see [`start_production`]) with a fresh token.
 fn start_prod() -> anyhow::Result<Prod> {
-    anyhow::ensure!(nix::unistd::geteuid().is_root(), "the production combination needs root");
-    let (uid, gid) = test_user()?;
-    let ns = NetNs::create_with_veth()?;
-    let app = copy_app_template()?;
-    std::fs::set_permissions(app.path(), std::fs::Permissions::from_mode(0o755))?;
-    let mcp_out = app.path().join("mcp-output");
-    std::fs::create_dir_all(&mcp_out)?;
-    chown_tree(&app.path().join("app"), uid, gid)?;
-    chown_tree(&mcp_out, uid, gid)?;
-    let _ = supervisor_bin();
-    let display = free_display();
-    let config = std::fs::read_to_string(repo_root().join("opt/supervisor.toml"))?
-        .replace("${CONFIG_DIR}", &repo_root().join("opt").to_string_lossy())
-        .replace(":99", &format!(":{display}"))
-        .replace("X99", &format!("X{display}"))
-        .replace("/tmp/playwright-mcp-output", &mcp_out.to_string_lossy())
-        .replace("CHROMIUM_PROFILE_NAME = \"supervisor-chromium\"", &format!("CHROMIUM_PROFILE_NAME = \"supervisor-chromium-sensor-{display}\""));
-    anyhow::ensure!(config.contains(&format!("supervisor-chromium-sensor-{display}")), "the profile name was not made per-test");
-    let stack = Stack::start_with(
-        &config,
-        StackOptions {
-            args: vec!["--listen".into(), "0.0.0.0:3000".into(), "--port-guard".into(), "on".into(), "--service-user".into(), TEST_USER.into()],
-            app_dir: Some(app.path().join("app")),
-            wrapper: ns.exec(),
-            ..Default::default()
-        },
-    )?;
-    let ready = stack.ready_cmd(BOOT.as_secs())?;
-    anyhow::ensure!(ready.status.success(), "stack not ready in {BOOT:?}\n{}", stack.log_tail(60));
-    let token = stack.rotate_token();
-    Ok(Prod { stack, ns, _app: app, token })
+    let p = start_production("sensor", BOOT)?;
+    let token = p.stack.rotate_token();
+    Ok(Prod { stack: p.stack, ns: p.ns, _app: p.app, token })
 }
 
 impl Prod {

@@ -9,7 +9,6 @@
 
 use e2e::*;
 use serde_json::Value;
-use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 const BOOT: Duration = Duration::from_secs(120);
@@ -35,62 +34,11 @@ impl Prod {
     }
 }
 
-/// A display number no X server on this machine uses (lock files are machine-wide).
-fn free_display() -> u32 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    loop {
-        let d = 200 + (std::process::id() * 7 + N.fetch_add(1, Ordering::SeqCst) * 13) % 700;
-        if !std::path::Path::new(&format!("/tmp/.X{d}-lock")).exists() && !std::path::Path::new(&format!("/tmp/.X11-unix/X{d}")).exists() {
-            return d;
-        }
-    }
-}
-
 /// Starts the production config: root, `--port-guard on`, `--service-user supervisor-test`,
 /// on 0.0.0.0:3000 of a network namespace of its own.
 fn start_prod() -> anyhow::Result<Prod> {
-    anyhow::ensure!(nix::unistd::geteuid().is_root(), "the production combination needs root");
-    let (uid, gid) = test_user()?;
-    let ns = NetNs::create_with_veth()?;
-    let app = copy_app_template()?;
-    std::fs::set_permissions(app.path(), std::fs::Permissions::from_mode(0o755))?;
-    let mcp_out = app.path().join("mcp-output");
-    std::fs::create_dir_all(&mcp_out)?;
-    chown_tree(&app.path().join("app"), uid, gid)?;
-    chown_tree(&mcp_out, uid, gid)?;
-    // Resolve (and, without $SUPERVISOR_BIN, build) the binary before the clock starts.
-    let _ = supervisor_bin();
-    let t0 = Instant::now();
-    let display = free_display();
-    let config = std::fs::read_to_string(repo_root().join("opt/supervisor.toml"))?
-        // ${CONFIG_DIR} must stay the repo's opt/ (its node_modules): expand it here.
-        .replace("${CONFIG_DIR}", &repo_root().join("opt").to_string_lossy())
-        .replace(":99", &format!(":{display}"))
-        .replace("X99", &format!("X{display}"))
-        .replace("/tmp/playwright-mcp-output", &mcp_out.to_string_lossy())
-        // The profile lives in the service user's (shared) home: one per test, or a second
-        // Chromium finds the first's singleton socket, "opens in the existing session", exits 0.
-        .replace("CHROMIUM_PROFILE_NAME = \"supervisor-chromium\"", &format!("CHROMIUM_PROFILE_NAME = \"supervisor-chromium-e2e-{display}\""));
-    anyhow::ensure!(config.contains(&format!("supervisor-chromium-e2e-{display}")), "the profile name was not made per-test");
-    let stack = Stack::start_with(
-        &config,
-        StackOptions {
-            args: vec!["--listen".into(), "0.0.0.0:3000".into(), "--port-guard".into(), "on".into(), "--service-user".into(), TEST_USER.into()],
-            app_dir: Some(app.path().join("app")),
-            wrapper: ns.exec(),
-            ..Default::default()
-        },
-    )?;
-    let ready = stack.ready_cmd(BOOT.as_secs())?;
-    let boot = t0.elapsed();
-    anyhow::ensure!(
-        ready.status.success(),
-        "stack not ready in {BOOT:?}\n{}\n{}",
-        stack.status().map(|s| s.to_string()).unwrap_or_default(),
-        stack.log_tail(60)
-    );
-    Ok(Prod { stack, ns, _app: app, boot })
+    let p = start_production("e2e", BOOT)?;
+    Ok(Prod { stack: p.stack, ns: p.ns, _app: p.app, boot: p.boot })
 }
 
 /// Prints each service's start-to-ready time and the critical path from `status`.
