@@ -3,10 +3,12 @@
 //! intact), and a "starting" answer while the upstream service is not ready.
 
 mod headers;
+mod own;
 pub mod secrets;
 mod starting;
 
 pub use headers::strip_hop_by_hop;
+pub use own::OwnUpstream;
 /// The answer while the app is not ready: a self-refreshing page for browsers, JSON otherwise.
 pub use starting::response as starting_response;
 
@@ -41,7 +43,14 @@ pub struct Upstream {
     /// `addr` parsed once (cloning it is a reference count, not a parse per request).
     authority: Option<axum::http::uri::Authority>,
     client: std::sync::Mutex<(u64, Client<HttpConnector, Body>)>,
+    /// Tells its connections apart from other upstreams' in an [`OwnUpstream`].
+    id: u64,
+    /// Whether a public connection keeps its own connection to it ([`OwnUpstream`]).
+    own: bool,
 }
+
+/// Hands out [`Upstream::id`]s.
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 fn pooled_client() -> Client<HttpConnector, Body> {
     let mut conn = HttpConnector::new();
@@ -67,8 +76,8 @@ fn retryable(parts: &axum::http::request::Parts, body: &Body) -> bool {
 /// `IncompleteMessage`, a reset, a broken pipe): what a keep-alive close racing our request
 /// looks like. (hyper-util itself retries only a request its connection closed before it
 /// was written.)
-fn closed_before_answer(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+fn closed_before_answer(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = src {
         if let Some(h) = s.downcast_ref::<hyper::Error>() {
             if h.is_incomplete_message() || h.is_closed() || h.is_canceled() {
@@ -93,6 +102,26 @@ pub fn set_keepalive(tcp: &tokio::net::TcpStream) {
     let ka = socket2::TcpKeepalive::new().with_time(Duration::from_secs(30)).with_interval(Duration::from_secs(10)).with_retries(3);
     if let Err(e) = socket2::SockRef::from(tcp).set_tcp_keepalive(&ka) {
         tracing::debug!("cannot set TCP keepalive: {e}");
+    }
+}
+
+/// Why sending a request upstream failed.
+enum Failure {
+    /// No connection could be made.
+    Connect,
+    /// The upstream closed or reset the connection before any answer (retryable).
+    Closed(String),
+    /// Anything else.
+    Other(String),
+}
+
+impl Failure {
+    fn of(e: &hyper::Error) -> Self {
+        if closed_before_answer(e) {
+            Failure::Closed(e.to_string())
+        } else {
+            Failure::Other(e.to_string())
+        }
     }
 }
 
@@ -136,7 +165,14 @@ impl Upstream {
     /// An upstream at `addr` (`HOST:PORT`) with a keep-alive pool.
     pub fn new(addr: &str) -> Self {
         let generation = POOL_GENERATION.load(std::sync::atomic::Ordering::SeqCst);
-        Upstream { addr: addr.to_string(), authority: addr.parse().ok(), client: std::sync::Mutex::new((generation, pooled_client())) }
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Upstream { addr: addr.to_string(), authority: addr.parse().ok(), client: std::sync::Mutex::new((generation, pooled_client())), id, own: false }
+    }
+
+    /// Like [`Upstream::new`], and each public connection keeps its own connection to it
+    /// ([`OwnUpstream`]; the app's upstream: most requests go there).
+    pub fn with_own_connections(addr: &str) -> Self {
+        Upstream { own: true, ..Upstream::new(addr) }
     }
 
     /// The pooled client, replaced (dropping its idle connections) after a resume.
@@ -162,13 +198,6 @@ impl Upstream {
             Some(p) => return Err(ForwardError::Other(format!("bad uri: path {p:?} is not absolute"))),
             None => req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),
         };
-        let authority = self.authority.clone().ok_or_else(|| ForwardError::Other(format!("bad upstream address {}", self.addr)))?;
-        let uri = Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(authority)
-            .path_and_query(pq.clone())
-            .build()
-            .map_err(|e| ForwardError::Other(format!("bad uri: {e}")))?;
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         headers::for_upstream(&mut parts.headers, client.ip());
@@ -178,15 +207,19 @@ impl Upstream {
         if let Some(host) = &rw.host {
             parts.headers.insert(header::HOST, HeaderValue::from_str(host).map_err(|e| ForwardError::Other(e.to_string()))?);
         }
-        parts.uri = uri;
+        if !parts.headers.contains_key(header::HOST) {
+            // An HTTP/1.0 client may send none; HTTP/1.1 upstreams want one.
+            let host = self.authority.as_ref().ok_or_else(|| ForwardError::Other(format!("bad upstream address {}", self.addr)))?;
+            parts.headers.insert(header::HOST, HeaderValue::from_str(host.as_str()).map_err(|e| ForwardError::Other(e.to_string()))?);
+        }
+        parts.uri = Uri::from(pq); // origin-form: conn::http1 sends the URI verbatim ([`Self::pooled`] makes it absolute)
         parts.version = axum::http::Version::HTTP_11;
         if let (Some(proto), Some(on_client)) = (upgrade, client_upgrade) {
             parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, proto);
-            parts.uri = Uri::from(pq); // origin-form: conn::http1 sends the URI verbatim
             return self.forward_upgrade(hyper::Request::from_parts(parts, Body::empty()), on_client).await;
         }
-        // One retry of an idempotent request whose pooled connection closed under it.
+        // One retry of an idempotent request whose kept-alive connection closed under it.
         let again = retryable(&parts, &body).then(|| {
             let mut r = hyper::Request::new(Body::empty());
             *r.method_mut() = parts.method.clone();
@@ -195,20 +228,67 @@ impl Upstream {
             *r.headers_mut() = parts.headers.clone();
             r
         });
-        let mut result = tokio::time::timeout(HEADER_TIMEOUT, self.client().request(hyper::Request::from_parts(parts, body))).await;
-        if let (Some(req), Ok(Err(e))) = (again, &result) {
-            if !e.is_connect() && closed_before_answer(e) {
-                tracing::debug!(upstream = %self.addr, "pooled connection closed before the answer ({e}); retrying once");
-                result = tokio::time::timeout(HEADER_TIMEOUT, self.client().request(req)).await;
+        let own = if self.own { parts.extensions.get::<OwnUpstream>().cloned() } else { None };
+        let req = hyper::Request::from_parts(parts, body);
+        let mut result = tokio::time::timeout(HEADER_TIMEOUT, self.send(req, own.as_ref())).await;
+        if let (Some(req), Ok(Err(Failure::Closed(e)))) = (again, &result) {
+            tracing::debug!(upstream = %self.addr, "kept-alive connection closed before the answer ({e}); retrying once");
+            if let Some(o) = &own {
+                o.discard(self.id);
             }
+            result = tokio::time::timeout(HEADER_TIMEOUT, self.send(req, own.as_ref())).await;
         }
-        let resp = match result {
-            Err(_) => return Err(ForwardError::Timeout(self.addr.clone())),
-            Ok(Err(e)) if e.is_connect() => return Err(ForwardError::Unavailable(self.addr.clone())),
-            Ok(Err(e)) => return Err(ForwardError::Other(format!("{e}"))),
-            Ok(Ok(r)) => r,
+        match result {
+            Err(_) => Err(ForwardError::Timeout(self.addr.clone())),
+            Ok(Err(Failure::Connect)) => Err(ForwardError::Unavailable(self.addr.clone())),
+            Ok(Err(Failure::Closed(e) | Failure::Other(e))) => Err(ForwardError::Other(e)),
+            Ok(Ok(r)) => Ok(downstream(r)),
+        }
+    }
+
+    /// Sends `req` (origin-form URI) on the public connection's own upstream connection
+    /// when it has a ready one (or none yet: then one is made and kept), else on the pool.
+    async fn send(&self, req: hyper::Request<Body>, own: Option<&OwnUpstream>) -> Result<hyper::Response<hyper::body::Incoming>, Failure> {
+        let Some(own) = own else { return self.pooled(req).await };
+        let generation = POOL_GENERATION.load(std::sync::atomic::Ordering::Relaxed);
+        let req = match own.checkout(self.id, generation, req) {
+            Ok(sent) => match sent.await {
+                Ok(r) => return Ok(r),
+                // Never written (the connection had closed): it may go on a fresh one.
+                Err(mut e) => match e.take_message() {
+                    Some(req) => {
+                        own.discard(self.id);
+                        req
+                    }
+                    None => return Err(Failure::of(e.error())),
+                },
+            },
+            Err((own::Miss::Busy, req)) => return self.pooled(req).await,
+            Err((own::Miss::None, req)) => req,
         };
-        Ok(downstream(resp))
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&self.addr)).await {
+            Ok(Ok(s)) => s,
+            _ => return Err(Failure::Connect),
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| Failure::Other(e.to_string()))?;
+        own.install(self.id, generation, sender, driver, req).await.map_err(|e| Failure::of(e.error()))
+    }
+
+    /// Sends `req` on the shared pool (the URI made absolute, as the pool wants it).
+    async fn pooled(&self, mut req: hyper::Request<Body>) -> Result<hyper::Response<hyper::body::Incoming>, Failure> {
+        let authority = self.authority.clone().ok_or_else(|| Failure::Other(format!("bad upstream address {}", self.addr)))?;
+        let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::builder().scheme(Scheme::HTTP).authority(authority).path_and_query(pq).build().map_err(|e| Failure::Other(format!("bad uri: {e}")))?;
+        self.client().request(req).await.map_err(|e| {
+            if e.is_connect() {
+                Failure::Connect
+            } else if closed_before_answer(&e) {
+                Failure::Closed(e.to_string())
+            } else {
+                Failure::Other(e.to_string())
+            }
+        })
     }
 
     /// A WebSocket (or other) upgrade: its own upstream connection; after `101` both

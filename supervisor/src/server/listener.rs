@@ -105,8 +105,12 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, router: Router, permit: Ow
     crate::proxy::set_keepalive(&tcp);
     let reads = Arc::new(AtomicU64::new(0));
     let io = TokioIo::new(Counted { tcp, reads: reads.clone(), _permit: permit });
+    // This connection's own upstream connection, driven by this task (crate::proxy::OwnUpstream).
+    let own = crate::proxy::OwnUpstream::default();
+    let slot = own.clone();
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
+        req.extensions_mut().insert(slot.clone());
         let mut router = router.clone();
         async move { tower_service::Service::call(&mut router, req).await }
     });
@@ -115,7 +119,7 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, router: Router, permit: Ow
         .header_read_timeout(HEADER_TIMEOUT)
         .serve_connection(io, svc)
         .with_upgrades();
-    if let Err(e) = conn.await {
+    if let Err(e) = own.drive(conn).await {
         tracing::debug!(%peer, "public connection closed: {e}");
     }
 }

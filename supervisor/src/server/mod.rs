@@ -89,16 +89,18 @@ async fn proxy_app(State(app): State<Arc<AppProxy>>, ConnectInfo(peer): ConnectI
     if app.secrets.refuse(req.uri().path()).is_some() {
         return api::ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", "no such file").into_response();
     }
-    let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).map(str::to_string);
+    // A reference-counted copy (not a String per request): only read on the error paths.
+    let accept = req.headers().get(header::ACCEPT).cloned();
+    let accept = || accept.as_ref().and_then(|v| v.to_str().ok());
     if !app.app_ready() {
-        return starting_response(accept.as_deref());
+        return starting_response(accept());
     }
     match app.upstream.forward(req, peer, &Rewrite::default()).await {
         Ok(r) => r,
         Err(e) => {
             crate::metrics::upstream_error(crate::metrics::Route::App);
             match e {
-                ForwardError::Unavailable(_) => starting_response(accept.as_deref()),
+                ForwardError::Unavailable(_) => starting_response(accept()),
                 e => e.into_response(),
             }
         }
