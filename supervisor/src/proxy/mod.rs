@@ -200,7 +200,9 @@ impl Upstream {
         };
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        headers::for_upstream(&mut parts.headers, client.ip());
+        let own = if self.own { parts.extensions.get::<OwnUpstream>().cloned() } else { None };
+        let peer_value = parts.extensions.get::<OwnUpstream>().and_then(|o| o.peer_value().cloned());
+        headers::for_upstream(&mut parts.headers, client.ip(), peer_value.as_ref());
         for h in rw.drop {
             parts.headers.remove(*h);
         }
@@ -228,7 +230,6 @@ impl Upstream {
             *r.headers_mut() = parts.headers.clone();
             r
         });
-        let own = if self.own { parts.extensions.get::<OwnUpstream>().cloned() } else { None };
         let req = hyper::Request::from_parts(parts, body);
         let mut result = tokio::time::timeout(HEADER_TIMEOUT, self.send(req, own.as_ref())).await;
         if let (Some(req), Ok(Err(Failure::Closed(e)))) = (again, &result) {

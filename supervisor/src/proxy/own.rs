@@ -23,9 +23,15 @@ use tokio::time::Instant;
 
 type Driver = Connection<TokioIo<TcpStream>, Body>;
 
-/// The slot of one public connection (cloned into each of its requests' extensions).
-#[derive(Clone, Default)]
-pub struct OwnUpstream(Arc<Mutex<Option<Kept>>>);
+/// The slot of one public connection (cloned into each of its requests' extensions), with
+/// the client's address as a header value (`X-Forwarded-For`), made once per connection.
+#[derive(Clone)]
+pub struct OwnUpstream(Arc<Inner>);
+
+struct Inner {
+    slot: Mutex<Option<Kept>>,
+    peer: Option<axum::http::HeaderValue>,
+}
 
 /// One kept upstream connection: its sender, and the connection future this public
 /// connection's task polls.
@@ -51,6 +57,16 @@ pub(super) enum Miss {
 pub(super) type Sent = Result<hyper::Response<hyper::body::Incoming>, hyper::client::conn::TrySendError<hyper::Request<Body>>>;
 
 impl OwnUpstream {
+    /// The slot of a connection from `peer`.
+    pub fn new(peer: std::net::IpAddr) -> Self {
+        OwnUpstream(Arc::new(Inner { slot: Mutex::new(None), peer: super::headers::ip_value(peer).ok() }))
+    }
+
+    /// The client's address as a header value.
+    pub(super) fn peer_value(&self) -> Option<&axum::http::HeaderValue> {
+        self.0.peer.as_ref()
+    }
+
     /// Runs `conn` (the public connection) and, in the same task, the kept upstream connection.
     pub async fn drive<F: Future>(&self, conn: F) -> F::Output {
         let mut conn = std::pin::pin!(conn);
@@ -66,7 +82,7 @@ impl OwnUpstream {
 
     /// Polls the kept connection; forgets it once it has ended (closed by either side).
     fn poll_upstream(&self, cx: &mut Context<'_>) {
-        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self.0.slot.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(k) = slot.as_mut() {
             if let Poll::Ready(r) = k.driver.as_mut().poll(cx) {
                 if let Err(e) = r {
@@ -79,7 +95,7 @@ impl OwnUpstream {
 
     /// Sends `req` on the kept connection to `upstream` if it is fit and ready.
     pub(super) fn checkout(&self, upstream: u64, generation: u64, req: hyper::Request<Body>) -> Result<impl Future<Output = Sent> + Send, (Miss, hyper::Request<Body>)> {
-        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self.0.slot.lock().unwrap_or_else(|e| e.into_inner());
         let Some(k) = slot.as_mut() else { return Err((Miss::None, req)) };
         if k.upstream != upstream {
             return Err((Miss::Busy, req));
@@ -106,13 +122,13 @@ impl OwnUpstream {
     ) -> impl Future<Output = Sent> + Send {
         let fut = sender.try_send_request(req);
         let kept = Kept { upstream, generation, sender, driver: Box::pin(driver), last_used: Instant::now() };
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(kept);
+        *self.0.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(kept);
         fut
     }
 
     /// Forgets the kept connection to `upstream` (it failed a request).
     pub(super) fn discard(&self, upstream: u64) {
-        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self.0.slot.lock().unwrap_or_else(|e| e.into_inner());
         if slot.as_ref().is_some_and(|k| k.upstream == upstream) {
             *slot = None;
         }
@@ -126,21 +142,30 @@ mod tests {
     use http_body_util::BodyExt;
 
     /// An upstream answering every request with the port of the connection it came on;
-    /// it closes a connection after answering when the request says `x-close: 1`.
+    /// it closes a connection after answering when the request says `x-close: 1`, and the
+    /// first request saying `x-drop: 1` gets no answer: its connection is closed (a
+    /// keep-alive close racing the request).
     async fn upstream() -> std::net::SocketAddr {
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         tokio::spawn(async move {
             loop {
                 let (tcp, peer) = l.accept().await.unwrap();
+                let dropped = dropped.clone();
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| async move {
+                    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let first_drop = req.headers().contains_key("x-drop") && !dropped.swap(true, std::sync::atomic::Ordering::SeqCst);
+                        async move {
+                        if first_drop {
+                            return Err("dropped");
+                        }
                         let mut r = hyper::Response::new(Body::from(peer.port().to_string()));
                         if req.headers().contains_key("x-close") {
                             r.headers_mut().insert("connection", "close".parse().unwrap());
                         }
-                        Ok::<_, std::convert::Infallible>(r)
-                    });
+                        Ok::<_, &str>(r)
+                    }});
                     let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
                 });
             }
@@ -149,12 +174,14 @@ mod tests {
     }
 
     async fn get(up: &Upstream, own: &OwnUpstream, close: bool) -> String {
+        get_with(up, own, if close { "x-close" } else { "x-none" }).await
+    }
+
+    async fn get_with(up: &Upstream, own: &OwnUpstream, header: &'static str) -> String {
         let mut req = axum::extract::Request::new(Body::empty());
         *req.uri_mut() = "/x".parse().unwrap();
         req.headers_mut().insert("host", "app".parse().unwrap());
-        if close {
-            req.headers_mut().insert("x-close", "1".parse().unwrap());
-        }
+        req.headers_mut().insert(header, "1".parse().unwrap());
         req.extensions_mut().insert(own.clone());
         let resp = up.forward(req, "127.0.0.1:9".parse().unwrap(), &Rewrite::default()).await.unwrap();
         String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
@@ -164,7 +191,7 @@ mod tests {
     async fn a_connection_keeps_its_upstream_until_it_closes_or_a_resume() {
         let addr = upstream().await;
         let up = Upstream::with_own_connections(&addr.to_string());
-        let own = OwnUpstream::default();
+        let own = OwnUpstream::new([127, 0, 0, 1].into());
         own.clone()
             .drive(async {
                 let first = get(&up, &own, false).await;
@@ -185,10 +212,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_get_whose_kept_connection_closes_unanswered_is_retried_on_a_fresh_one() {
+        let addr = upstream().await;
+        let up = Upstream::with_own_connections(&addr.to_string());
+        let own = OwnUpstream::new([127, 0, 0, 1].into());
+        own.clone()
+            .drive(async {
+                let first = get(&up, &own, false).await;
+                let again = get_with(&up, &own, "x-drop").await;
+                assert_ne!(again, first, "answered on a fresh connection");
+                assert_eq!(get(&up, &own, false).await, again, "which is kept");
+            })
+            .await;
+    }
+
+    #[tokio::test]
     async fn an_idle_kept_connection_is_not_reused() {
         let addr = upstream().await;
         let up = Upstream::with_own_connections(&addr.to_string());
-        let own = OwnUpstream::default();
+        let own = OwnUpstream::new([127, 0, 0, 1].into());
         own.clone()
             .drive(async {
                 let first = get(&up, &own, false).await;
