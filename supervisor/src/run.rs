@@ -57,7 +57,7 @@ pub async fn run(cfg: Config, reloader: crate::reload::Reloader) -> anyhow::Resu
     let reloader = Arc::new(reloader);
     let state = ApiState { sup: sup.clone(), cpu: Arc::default(), env, token_file: settings.token_file.clone(), guard: guard.clone(), ptys: ptys.clone(), reload: reloader.clone() };
     let app = Arc::new(AppProxy {
-        upstream: Upstream::with_own_connections(&settings.proxy_upstream),
+        upstream: Upstream::new(&settings.proxy_upstream),
         service: settings.proxy_service.clone(),
         sup: sup.clone(),
         secrets: crate::proxy::secrets::SecretPaths::new(&settings.app_dir, &settings.env_file),

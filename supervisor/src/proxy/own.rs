@@ -1,11 +1,11 @@
 //! A public connection's own upstream connection. HTTP/1 carries one request at a time, so
 //! each client connection can keep one upstream connection for itself, driven by the client
 //! connection's own task ([`OwnUpstream::drive`]): a request then goes out and its answer
-//! comes back without crossing to another task or through the shared pool (profiled with
-//! `perf`: the pool checkout, its spawned connection task and the wakeups between the two
-//! were about a fifth of the proxy's user time per request; bench/NOTES.md).
+//! comes back without crossing to another task or through a shared pool (callgrind:
+//! hyper-util's pool checkout, its spawned connection task and the hops between the two
+//! were about a sixth of the proxy's instructions per request; bench/NOTES.md).
 //!
-//! The shared pool is still used when this connection's own upstream is busy (a pipelined
+//! A one-off connection is used when this connection's own upstream is busy (a pipelined
 //! request while the previous answer is still being read). A kept connection is dropped,
 //! and a fresh one made, when it was idle longer than [`super::POOL_IDLE`] (Node closes idle
 //! connections after 5 s), when the upstream closed it, or after a resume
@@ -21,7 +21,8 @@ use std::task::{Context, Poll};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-type Driver = Connection<TokioIo<TcpStream>, Body>;
+/// The connection future of an upstream connection.
+pub(super) type Driver = Connection<TokioIo<TcpStream>, Body>;
 
 /// The slot of one public connection (cloned into each of its requests' extensions), with
 /// the client's address as a header value (`X-Forwarded-For`), made once per connection.
@@ -98,7 +99,12 @@ impl OwnUpstream {
         let mut slot = self.0.slot.lock().unwrap_or_else(|e| e.into_inner());
         let Some(k) = slot.as_mut() else { return Err((Miss::None, req)) };
         if k.upstream != upstream {
-            return Err((Miss::Busy, req));
+            // Kept for another upstream (a pass-through route): replaced if idle.
+            if !k.sender.is_ready() {
+                return Err((Miss::Busy, req));
+            }
+            *slot = None;
+            return Err((Miss::None, req));
         }
         if k.generation != generation || k.last_used.elapsed() >= super::POOL_IDLE || k.sender.is_closed() {
             *slot = None;
@@ -190,7 +196,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_keeps_its_upstream_until_it_closes_or_a_resume() {
         let addr = upstream().await;
-        let up = Upstream::with_own_connections(&addr.to_string());
+        let up = Upstream::new(&addr.to_string());
         let own = OwnUpstream::new([127, 0, 0, 1].into());
         own.clone()
             .drive(async {
@@ -214,7 +220,7 @@ mod tests {
     #[tokio::test]
     async fn a_get_whose_kept_connection_closes_unanswered_is_retried_on_a_fresh_one() {
         let addr = upstream().await;
-        let up = Upstream::with_own_connections(&addr.to_string());
+        let up = Upstream::new(&addr.to_string());
         let own = OwnUpstream::new([127, 0, 0, 1].into());
         own.clone()
             .drive(async {
@@ -229,7 +235,7 @@ mod tests {
     #[tokio::test]
     async fn an_idle_kept_connection_is_not_reused() {
         let addr = upstream().await;
-        let up = Upstream::with_own_connections(&addr.to_string());
+        let up = Upstream::new(&addr.to_string());
         let own = OwnUpstream::new([127, 0, 0, 1].into());
         own.clone()
             .drive(async {

@@ -75,8 +75,11 @@ impl Public {
         use futures_util::FutureExt;
         let route = crate::metrics::Route::of(req.uri().path());
         if route != crate::metrics::Route::App {
+            // Boxed: the router's future is large and this keeps its code out of this one.
             let mut router = self.router;
-            return match tower_service::Service::call(&mut router, req).await {
+            let answer: std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send>> =
+                Box::pin(tower_service::Service::call(&mut router, req));
+            return match answer.await {
                 Ok(r) => r,
                 Err(e) => match e {},
             };
