@@ -163,10 +163,7 @@ async fn screenshot(sock: &Path, path: &str, out: &Path) -> anyhow::Result<i32> 
         eprintln!("error: {}", error_message(&v));
         return Ok(1);
     }
-    let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| anyhow::anyhow!("cannot write in {}: {e}", dir.display()))?;
-    std::io::Write::write_all(&mut tmp, &body)?;
-    tmp.persist(out).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+    crate::envfile::write_atomic(out, &body, None).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
     println!("{} ({} bytes)", out.display(), body.len());
     Ok(0)
 }

@@ -347,15 +347,15 @@ fn expands(raw: &str) -> bool {
     })
 }
 
-/// Writes `contents` to `path` atomically: a new temporary file (mode 0600) in the
+/// Writes `contents` to `path` atomically (env files, the token, `ctl screenshot`'s image): a new temporary file (mode 0600) in the
 /// same directory is written, fsynced, optionally `fchown`ed to `owner` (uid, gid),
 /// renamed over `path`, and the directory is fsynced. Readers see the old file or the
 /// new one, never a partial one; a failed write leaves no temporary file behind.
-pub fn write_atomic(path: &Path, contents: &str, owner: Option<(u32, u32)>) -> io::Result<()> {
+pub fn write_atomic(path: &Path, contents: impl AsRef<[u8]>, owner: Option<(u32, u32)>) -> io::Result<()> {
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
-            "env file path has no file name",
+            "the path has no file name",
         )
     })?;
     let dir = match path.parent() {
@@ -368,7 +368,7 @@ pub fn write_atomic(path: &Path, contents: &str, owner: Option<(u32, u32)>) -> i
         .suffix(".tmp")
         .permissions(Permissions::from_mode(0o600))
         .tempfile_in(dir)?;
-    file.write_all(contents.as_bytes())?;
+    file.write_all(contents.as_ref())?;
     // The umask may have cleared bits of 0600; the file must be exactly 0600.
     file.as_file().set_permissions(Permissions::from_mode(0o600))?;
     if let Some((uid, gid)) = owner {
