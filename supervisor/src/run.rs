@@ -70,7 +70,8 @@ pub async fn run(cfg: Config, reloader: crate::reload::Reloader) -> anyhow::Resu
         secrets: crate::proxy::secrets::SecretPaths::new(&settings.app_dir, &settings.env_file),
     });
     let auth = TokenAuth::new(settings.token_file.clone());
-    tokio::spawn(server::serve(public, server::public_router(state.clone(), auth, app, &targets), cap));
+    let router = server::public_router(state.clone(), auth, app.clone(), &targets);
+    tokio::spawn(server::serve(public, server::Public { router, app }, cap));
     tracing::info!(listen = %settings.listen, max_connections = cap, open_files = nofile, "public listener up");
     tokio::spawn(async move {
         if let Err(e) = axum::serve(socket, api::socket_router(state)).await {

@@ -1,23 +1,23 @@
-//! The reverse proxy of port 3000: HTTP/1.1 with pooled keep-alive upstream connections
-//! and streamed bodies, WebSocket upgrades spliced byte for byte (subprotocol and query
+//! The reverse proxy of port 3000: HTTP/1.1 with keep-alive upstream connections (each
+//! public connection keeps its own, [`OwnUpstream`]) and streamed bodies, WebSocket upgrades spliced byte for byte (subprotocol and query
 //! intact), and a "starting" answer while the upstream service is not ready.
 
 mod headers;
+mod own;
 pub mod secrets;
 mod starting;
 
 pub use headers::strip_hop_by_hop;
+pub use own::OwnUpstream;
 /// The answer while the app is not ready: a self-refreshing page for browsers, JSON otherwise.
 pub use starting::response as starting_response;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::uri::{PathAndQuery, Scheme};
+use axum::http::uri::PathAndQuery;
 use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -26,32 +26,29 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long to wait for an upstream's response headers (bodies and upgraded streams are not limited).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Bumped to make every [`Upstream`] drop its pooled connections (after a resume).
+/// Bumped to make every kept upstream connection be dropped instead of used again (after a resume).
 static POOL_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Makes every upstream pool start afresh: idle connections from before a VM freeze may
-/// be dead on the other side.
+/// Makes every kept upstream connection be replaced by a fresh one: idle connections from
+/// before a VM freeze may be dead on the other side.
 pub fn drop_idle_connections() {
     POOL_GENERATION.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
 }
 
-/// One upstream address with its connection pool.
+/// One upstream address.
 pub struct Upstream {
     addr: String,
     /// `addr` parsed once (cloning it is a reference count, not a parse per request).
     authority: Option<axum::http::uri::Authority>,
-    client: std::sync::Mutex<(u64, Client<HttpConnector, Body>)>,
+    /// Tells its connections apart from other upstreams' in an [`OwnUpstream`].
+    id: u64,
 }
 
-fn pooled_client() -> Client<HttpConnector, Body> {
-    let mut conn = HttpConnector::new();
-    conn.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    conn.set_nodelay(true);
-    Client::builder(TokioExecutor::new()).pool_idle_timeout(POOL_IDLE).pool_max_idle_per_host(256).build(conn)
-}
+/// Hands out [`Upstream::id`]s.
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// How long an idle upstream connection is kept: below Node's 5 s `keepAliveTimeout` (Vite,
-/// Playwright MCP), so the pool never writes a request onto a connection Node is closing.
+/// Playwright MCP), so a request is never written onto a connection Node is closing.
 pub const POOL_IDLE: Duration = Duration::from_secs(4);
 
 /// Whether `req` may be sent twice: GET, HEAD or OPTIONS without a body.
@@ -65,10 +62,9 @@ fn retryable(parts: &axum::http::request::Parts, body: &Body) -> bool {
 
 /// The error of a connection the upstream closed or reset before any answer (hyper's
 /// `IncompleteMessage`, a reset, a broken pipe): what a keep-alive close racing our request
-/// looks like. (hyper-util itself retries only a request its connection closed before it
-/// was written.)
-fn closed_before_answer(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+/// looks like.
+fn closed_before_answer(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = src {
         if let Some(h) = s.downcast_ref::<hyper::Error>() {
             if h.is_incomplete_message() || h.is_closed() || h.is_canceled() {
@@ -93,6 +89,26 @@ pub fn set_keepalive(tcp: &tokio::net::TcpStream) {
     let ka = socket2::TcpKeepalive::new().with_time(Duration::from_secs(30)).with_interval(Duration::from_secs(10)).with_retries(3);
     if let Err(e) = socket2::SockRef::from(tcp).set_tcp_keepalive(&ka) {
         tracing::debug!("cannot set TCP keepalive: {e}");
+    }
+}
+
+/// Why sending a request upstream failed.
+enum Failure {
+    /// No connection could be made.
+    Connect,
+    /// The upstream closed or reset the connection before any answer (retryable).
+    Closed(String),
+    /// Anything else.
+    Other(String),
+}
+
+impl Failure {
+    fn of(e: &hyper::Error) -> Self {
+        if closed_before_answer(e) {
+            Failure::Closed(e.to_string())
+        } else {
+            Failure::Other(e.to_string())
+        }
     }
 }
 
@@ -133,20 +149,10 @@ pub struct Rewrite {
 }
 
 impl Upstream {
-    /// An upstream at `addr` (`HOST:PORT`) with a keep-alive pool.
+    /// An upstream at `addr` (`HOST:PORT`).
     pub fn new(addr: &str) -> Self {
-        let generation = POOL_GENERATION.load(std::sync::atomic::Ordering::SeqCst);
-        Upstream { addr: addr.to_string(), authority: addr.parse().ok(), client: std::sync::Mutex::new((generation, pooled_client())) }
-    }
-
-    /// The pooled client, replaced (dropping its idle connections) after a resume.
-    fn client(&self) -> Client<HttpConnector, Body> {
-        let generation = POOL_GENERATION.load(std::sync::atomic::Ordering::SeqCst);
-        let mut c = self.client.lock().expect("pool");
-        if c.0 != generation {
-            *c = (generation, pooled_client());
-        }
-        c.1.clone()
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Upstream { addr: addr.to_string(), authority: addr.parse().ok(), id }
     }
 
     /// The `HOST:PORT` it forwards to.
@@ -162,31 +168,30 @@ impl Upstream {
             Some(p) => return Err(ForwardError::Other(format!("bad uri: path {p:?} is not absolute"))),
             None => req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),
         };
-        let authority = self.authority.clone().ok_or_else(|| ForwardError::Other(format!("bad upstream address {}", self.addr)))?;
-        let uri = Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(authority)
-            .path_and_query(pq.clone())
-            .build()
-            .map_err(|e| ForwardError::Other(format!("bad uri: {e}")))?;
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        headers::for_upstream(&mut parts.headers, client.ip());
+        let own = parts.extensions.get::<OwnUpstream>().cloned();
+        let peer_value = own.as_ref().and_then(|o| o.peer_value().cloned());
+        headers::for_upstream(&mut parts.headers, client.ip(), peer_value.as_ref());
         for h in rw.drop {
             parts.headers.remove(*h);
         }
         if let Some(host) = &rw.host {
             parts.headers.insert(header::HOST, HeaderValue::from_str(host).map_err(|e| ForwardError::Other(e.to_string()))?);
         }
-        parts.uri = uri;
+        if !parts.headers.contains_key(header::HOST) {
+            // An HTTP/1.0 client may send none; HTTP/1.1 upstreams want one.
+            let host = self.authority.as_ref().ok_or_else(|| ForwardError::Other(format!("bad upstream address {}", self.addr)))?;
+            parts.headers.insert(header::HOST, HeaderValue::from_str(host.as_str()).map_err(|e| ForwardError::Other(e.to_string()))?);
+        }
+        parts.uri = Uri::from(pq); // origin-form: conn::http1 sends the URI verbatim
         parts.version = axum::http::Version::HTTP_11;
         if let (Some(proto), Some(on_client)) = (upgrade, client_upgrade) {
             parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, proto);
-            parts.uri = Uri::from(pq); // origin-form: conn::http1 sends the URI verbatim
             return self.forward_upgrade(hyper::Request::from_parts(parts, Body::empty()), on_client).await;
         }
-        // One retry of an idempotent request whose pooled connection closed under it.
+        // One retry of an idempotent request whose kept-alive connection closed under it.
         let again = retryable(&parts, &body).then(|| {
             let mut r = hyper::Request::new(Body::empty());
             *r.method_mut() = parts.method.clone();
@@ -195,20 +200,69 @@ impl Upstream {
             *r.headers_mut() = parts.headers.clone();
             r
         });
-        let mut result = tokio::time::timeout(HEADER_TIMEOUT, self.client().request(hyper::Request::from_parts(parts, body))).await;
-        if let (Some(req), Ok(Err(e))) = (again, &result) {
-            if !e.is_connect() && closed_before_answer(e) {
-                tracing::debug!(upstream = %self.addr, "pooled connection closed before the answer ({e}); retrying once");
-                result = tokio::time::timeout(HEADER_TIMEOUT, self.client().request(req)).await;
+        let req = hyper::Request::from_parts(parts, body);
+        let mut result = tokio::time::timeout(HEADER_TIMEOUT, self.send(req, own.as_ref())).await;
+        if let (Some(req), Ok(Err(Failure::Closed(e)))) = (again, &result) {
+            tracing::debug!(upstream = %self.addr, "kept-alive connection closed before the answer ({e}); retrying once");
+            if let Some(o) = &own {
+                o.discard(self.id);
             }
+            result = tokio::time::timeout(HEADER_TIMEOUT, self.send(req, own.as_ref())).await;
         }
-        let resp = match result {
-            Err(_) => return Err(ForwardError::Timeout(self.addr.clone())),
-            Ok(Err(e)) if e.is_connect() => return Err(ForwardError::Unavailable(self.addr.clone())),
-            Ok(Err(e)) => return Err(ForwardError::Other(format!("{e}"))),
-            Ok(Ok(r)) => r,
+        match result {
+            Err(_) => Err(ForwardError::Timeout(self.addr.clone())),
+            Ok(Err(Failure::Connect)) => Err(ForwardError::Unavailable(self.addr.clone())),
+            Ok(Err(Failure::Closed(e) | Failure::Other(e))) => Err(ForwardError::Other(e)),
+            Ok(Ok(r)) => Ok(downstream(r)),
+        }
+    }
+
+    /// Sends `req` (origin-form URI) on the public connection's own upstream connection
+    /// when it has a ready one (or none yet: then one is made and kept), else on a one-off
+    /// connection (the kept one is busy: a pipelined request).
+    async fn send(&self, req: hyper::Request<Body>, own: Option<&OwnUpstream>) -> Result<hyper::Response<hyper::body::Incoming>, Failure> {
+        let Some(own) = own else { return self.one_off(req).await };
+        let generation = POOL_GENERATION.load(std::sync::atomic::Ordering::Relaxed);
+        let req = match own.checkout(self.id, generation, req) {
+            Ok(sent) => match sent.await {
+                Ok(r) => return Ok(r),
+                // Never written (the connection had closed): it may go on a fresh one.
+                Err(mut e) => match e.take_message() {
+                    Some(req) => {
+                        own.discard(self.id);
+                        req
+                    }
+                    None => return Err(Failure::of(e.error())),
+                },
+            },
+            Err((own::Miss::Busy, req)) => return self.one_off(req).await,
+            Err((own::Miss::None, req)) => req,
         };
-        Ok(downstream(resp))
+        let (sender, driver) = self.connect().await?;
+        own.install(self.id, generation, sender, driver, req).await.map_err(|e| Failure::of(e.error()))
+    }
+
+    /// A new HTTP/1 connection to the upstream.
+    async fn connect(&self) -> Result<(hyper::client::conn::http1::SendRequest<Body>, own::Driver), Failure> {
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&self.addr)).await {
+            Ok(Ok(s)) => s,
+            _ => return Err(Failure::Connect),
+        };
+        let _ = stream.set_nodelay(true);
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| Failure::Other(e.to_string()))
+    }
+
+    /// Sends `req` on a connection of its own, driven by a task of its own, closed after the answer.
+    async fn one_off(&self, req: hyper::Request<Body>) -> Result<hyper::Response<hyper::body::Incoming>, Failure> {
+        let (mut sender, driver) = self.connect().await?;
+        tokio::spawn(async move {
+            if let Err(e) = driver.await {
+                tracing::debug!("one-off upstream connection ended: {e}");
+            }
+        });
+        let answer = sender.send_request(req).await.map_err(|e| Failure::of(&e));
+        drop(sender); // the connection closes once the answer is read
+        answer
     }
 
     /// A WebSocket (or other) upgrade: its own upstream connection; after `101` both

@@ -14,7 +14,6 @@
 //!   `EMFILE`/`ENFILE` it backs off instead of spinning.
 
 use axum::extract::ConnectInfo;
-use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use std::future::Future;
@@ -66,8 +65,8 @@ pub fn connection_cap(nofile: u64) -> usize {
     ((nofile.saturating_sub(reserve) / 2) as usize).clamp(16, MAX_CONNECTIONS)
 }
 
-/// Serves `router` on `listener` with at most `cap` connections at once, until the process ends.
-pub async fn serve(listener: TcpListener, router: Router, cap: usize) {
+/// Serves `public` on `listener` with at most `cap` connections at once, until the process ends.
+pub async fn serve(listener: TcpListener, public: super::Public, cap: usize) {
     let permits = Arc::new(Semaphore::new(cap));
     let mut warned: Option<Instant> = None;
     let mut warn = |what: String| {
@@ -86,7 +85,7 @@ pub async fn serve(listener: TcpListener, router: Router, cap: usize) {
         };
         match listener.accept().await {
             Ok((tcp, peer)) => {
-                tokio::spawn(connection(tcp, peer, router.clone(), permit));
+                tokio::spawn(connection(tcp, peer, public.clone(), permit));
             }
             Err(e) => {
                 let starved = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM));
@@ -100,22 +99,26 @@ pub async fn serve(listener: TcpListener, router: Router, cap: usize) {
 }
 
 /// Serves one connection; its `permit` lives as long as the socket, upgrades included.
-async fn connection(tcp: TcpStream, peer: SocketAddr, router: Router, permit: OwnedSemaphorePermit) {
+async fn connection(tcp: TcpStream, peer: SocketAddr, public: super::Public, permit: OwnedSemaphorePermit) {
     let _ = tcp.set_nodelay(true);
     crate::proxy::set_keepalive(&tcp);
     let reads = Arc::new(AtomicU64::new(0));
     let io = TokioIo::new(Counted { tcp, reads: reads.clone(), _permit: permit });
+    // This connection's own upstream connection, driven by this task (crate::proxy::OwnUpstream).
+    let own = crate::proxy::OwnUpstream::new(peer.ip());
+    let slot = own.clone();
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
-        let mut router = router.clone();
-        async move { tower_service::Service::call(&mut router, req).await }
+        req.extensions_mut().insert(slot.clone());
+        let public = public.clone();
+        async move { Ok::<_, std::convert::Infallible>(public.call(req).await) }
     });
     let conn = http1::Builder::new()
         .timer(ConnTimer { reads })
         .header_read_timeout(HEADER_TIMEOUT)
         .serve_connection(io, svc)
         .with_upgrades();
-    if let Err(e) = conn.await {
+    if let Err(e) = own.drive(conn).await {
         tracing::debug!(%peer, "public connection closed: {e}");
     }
 }
