@@ -28,8 +28,9 @@ def fresh_home():
     return h
 
 
-def config(chromium_extra=""):
+def config(chromium_extra="", mcp_after="ready"):
     text = open(os.path.join(OPT, "supervisor.toml")).read().replace("${CONFIG_DIR}", OPT)
+    text = text.replace('depends_on = { chromium = "ready" }', f'depends_on = {{ chromium = "{mcp_after}" }}')
     if chromium_extra:
         text = text.replace("--window-size=1280,800 about:blank", f"--window-size=1280,800 {chromium_extra} about:blank")
     return text
@@ -115,10 +116,10 @@ def tree_cpu_s(pid):
 
 
 # --- legs
-def boot_supervisor(extra_env=None, chromium_extra=""):
+def boot_supervisor(extra_env=None, chromium_extra="", mcp_after="ready"):
     home = fresh_home()
     cfg = f"{WORK}/sup.toml"
-    open(cfg, "w").write(config(chromium_extra))
+    open(cfg, "w").write(config(chromium_extra, mcp_after))
     t0 = time.time()
     p = spawn([binary(), "run", "--config", cfg, "--runtime-dir", f"{WORK}/run", "--app-dir", app, "--service-user", "",
                "--port-guard", "off", "--listen", "127.0.0.1:3000"], "boot-sup.log", env={**os.environ, "HOME": home, **(extra_env or {})})
@@ -159,6 +160,7 @@ legs = {
     "script-sleeps": lambda: boot_script("startup-sleeps.sh"),
     "sup+compile-cache": lambda: boot_supervisor({"NODE_COMPILE_CACHE": cache}),
     "sup+chromium-lean": lambda: boot_supervisor(chromium_extra=LEAN),
+    "sup+mcp-started": lambda: boot_supervisor(mcp_after="started"),
 }
 for rnd, order in alternate(list(legs), ROUNDS if "boot" in PARTS else 0):
     for leg in order:

@@ -158,6 +158,9 @@ notready=$(jq -r '[.services[] | select(.required and .state != "ready") | "\(.n
 users=$(in_ctr ps -o user= -p "$(jq -r '[.services[].pid] | map(tostring) | join(",")' <<<"$st")" | sort -u | tr '\n' ' ')
 [ "$users" = "user " ] || fail "services run as: $users (expected user)"
 [ "$(jq -r .port_guard.active <<<"$st")" = true ] || fail "port guard not active: $(jq -c .port_guard <<<"$st")"
+# The image pre-bundles Vite's dependencies (Dockerfile): a first start that bundles them
+# again would race the first page load.
+! in_ctr /usr/local/bin/supervisor ctl logs vite | grep -q "bundling dependencies" || fail "Vite bundled its dependencies at start: the image's pre-bundled node_modules/.vite is missing or stale"
 ok services "$(jq -r '[.services[].name] | join(", ")' <<<"$st") ready as user; port guard active, allowing only $(jq -c .port_guard.allow <<<"$st") besides the listen port"
 
 step=memory
