@@ -41,7 +41,7 @@ os.makedirs(f"{static}/src")
 open(f"{static}/1k.txt", "wb").write(one_k)
 paths = {"1k": "/1k.txt", "200k": "/src/big.js"}
 
-P = {k: free_port() for k in ["vite", "fast", "sup_vite", "sup_fast", "sup1_vite", "sup1_fast", "ngx_vite", "ngx_fast", "ngx1_vite", "ngx1_fast", "node_vite", "node_fast"]}
+P = {k: free_port() for k in ["vite", "fast", "sup_vite", "sup_fast", "ngx_vite", "ngx_fast", "ngx1_vite", "ngx1_fast", "node_vite", "node_fast"]}
 
 
 def nginx(conf, name, **vars):
@@ -64,18 +64,12 @@ cwd = "${{APP_DIR}}"
 port = {P['vite']}
 readiness = {{ http = "http://127.0.0.1:{P['vite']}/", headers = {{ Accept = "text/x-vite-ping" }}, status = 204, period = "2s" }}
 """, app, f"127.0.0.1:{P['sup_vite']}", name="sup-vite")
-FAST_CFG = f"""[supervisor]
+sup_fast = Supervisor(f"""[supervisor]
 proxy_service = "idle"
 proxy_upstream = "127.0.0.1:{P['fast']}"
 [services.idle]
 command = ["sleep", "infinity"]
-"""
-sup_fast = Supervisor(FAST_CFG, static, f"127.0.0.1:{P['sup_fast']}", name="sup-fast")
-# The supervisor with one accept loop (SUPERVISOR_PROXY_THREADS=1), as nginx-1w is nginx with
-# one worker; its Vite leg proxies to the same Vite (a second supervisor whose service is idle).
-ONE = {"SUPERVISOR_PROXY_THREADS": "1"}
-sup1_vite = Supervisor(FAST_CFG.replace(f"127.0.0.1:{P['fast']}", f"127.0.0.1:{P['vite']}"), app, f"127.0.0.1:{P['sup1_vite']}", name="sup1-vite", env=ONE)
-sup1_fast = Supervisor(FAST_CFG, static, f"127.0.0.1:{P['sup1_fast']}", name="sup1-fast", env=ONE)
+""", static, f"127.0.0.1:{P['sup_fast']}", name="sup-fast")
 ngx = nginx("nginx-proxy.conf", "nginx-proxy", VITE_PORT=P["vite"], FAST_PORT=P["fast"], WORKERS="auto",
             PROXY_VITE_PORT=P["ngx_vite"], PROXY_FAST_PORT=P["ngx_fast"])
 ngx1 = nginx("nginx-proxy.conf", "nginx-proxy-1w", VITE_PORT=P["vite"], FAST_PORT=P["fast"], WORKERS="1",
@@ -87,9 +81,9 @@ wait_for(lambda: http_ok(f"http://127.0.0.1:{P['vite']}/src/big.js"), 60, "Vite"
 import urllib.request
 open(f"{static}/src/big.js", "wb").write(urllib.request.urlopen(f"http://127.0.0.1:{P['vite']}/src/big.js").read())
 
-legs = {"direct": None, "supervisor": None, "supervisor-1t": None, "nginx": None, "nginx-1w": None, "node": None}
+legs = {"direct": None, "supervisor": None, "nginx": None, "nginx-1w": None, "node": None}
 ngx_pids = lambda: descendants(ngx.pid)
-url = lambda leg, up, path: f"http://127.0.0.1:{P[{'direct': up, 'supervisor': 'sup_' + up, 'supervisor-1t': 'sup1_' + up, 'nginx': 'ngx_' + up, 'nginx-1w': 'ngx1_' + up, 'node': 'node_' + up}[leg]]}{path}"
+url = lambda leg, up, path: f"http://127.0.0.1:{P[{'direct': up, 'supervisor': 'sup_' + up, 'nginx': 'ngx_' + up, 'nginx-1w': 'ngx1_' + up, 'node': 'node_' + up}[leg]]}{path}"
 for up in ["vite", "fast"]:
     for name, path in paths.items():
         want = len(urllib.request.urlopen(url("direct", up, path)).read())
@@ -100,8 +94,7 @@ for up in ["vite", "fast"]:
 
 
 def pids_of(leg, up):
-    return {"direct": None, "supervisor": [(sup_vite if up == "vite" else sup_fast).pid],
-            "supervisor-1t": [(sup1_vite if up == "vite" else sup1_fast).pid], "nginx": ngx_pids(),
+    return {"direct": None, "supervisor": [(sup_vite if up == "vite" else sup_fast).pid], "nginx": ngx_pids(),
             "nginx-1w": descendants(ngx1.pid), "node": [node.pid]}[leg]
 
 

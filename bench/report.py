@@ -66,13 +66,12 @@ p("  (nginx: master and workers; the supervisor: its own process only, not its c
 p("")
 
 B = "proxy"
-legs = ["direct", "supervisor", "supervisor-1t", "nginx", "nginx-1w", "node"]
+legs = ["direct", "supervisor", "nginx", "nginx-1w", "node"]
 if any(k[0] == B for k in vals):
     p("## Proxy: HTTP\n")
     p(f"wrk -c{meta.get('connections', 64)} against each leg. Upstreams: **Vite** (app-template's dev server) and **fast** "
       "(nginx serving the same bytes, one worker). nginx as proxy: `bench/nginx-proxy.conf` (keep-alive upstream, "
-      "`worker_processes auto`, i.e. one per core; `nginx-1w`: one worker); the supervisor: one accept loop per core "
-      "(`supervisor-1t`: one, `SUPERVISOR_PROXY_THREADS=1`); Node: `bench/node-proxy.mjs` (`http-proxy` 1.18.1, keep-alive agent). "
+      "`worker_processes auto`, i.e. one per core; `nginx-1w`: one worker, the supervisor's one thread); Node: `bench/node-proxy.mjs` (`http-proxy` 1.18.1, keep-alive agent). "
       f"The 200 KiB case is Vite's transformed `/src/big.js` ({f(med(B, 'setup', 'vite', 'js_module_bytes'), 0)} bytes as served).\n")
     for case in ["vite-1k", "vite-200k", "fast-1k", "fast-200k"]:
         if med(B, case, "supervisor", "rps") is None:
@@ -83,8 +82,6 @@ if any(k[0] == B for k in vals):
         nr = med(B, case, "nginx", "rps")
         for leg in legs:
             rps = med(B, case, leg, "rps")
-            if rps is None:
-                continue
             p(f"| {leg} | {f(rps)} | {f(rps / nr, 2) if rps and nr else '–'} | {f(med(B, case, leg, 'p50'), 2)} | {f(med(B, case, leg, 'p99'), 2)} "
               f"| {f(med(B, case, leg, 'cpu_per_req'))} | {f(sum(samples(B, case, leg, 'errors') or [0]), 0)} | {n_of(B, case, leg, 'rps')} |")
         sr, ns = med(B, case, "supervisor", "rps"), med(B, case, "node", "rps")
@@ -95,9 +92,8 @@ if any(k[0] == B for k in vals):
         goal(f"{case}: ≥ 3× the Node proxy", f"{sr / ns:.2f}×", sr / ns >= 3)
         n1 = med(B, case, "nginx-1w", "rps")
         sc, nc = med(B, case, "supervisor", "cpu_per_req"), med(B, case, "nginx", "cpu_per_req")
-        s1 = med(B, case, "supervisor-1t", "rps")
-        if n1 and s1:
-            goal(f"{case}: (informative) one loop × nginx with one worker", f"{s1 / n1:.2f}×", None)
+        if n1:
+            goal(f"{case}: (informative) × nginx with one worker", f"{sr / n1:.2f}×", None)
         if sc and nc:
             goal(f"{case}: (informative) CPU µs per request, supervisor vs nginx", f"{sc:.0f} vs {nc:.0f}", None)
 
@@ -124,8 +120,6 @@ if any(k[0] == B for k in vals):
         d = med(B, "ws", "direct", "p50")
         for leg in legs:
             v = med(B, "ws", leg, "p50")
-            if v is None:
-                continue
             p(f"| {leg} | {f(v, 3)} | {f(med(B, 'ws', leg, 'p99'), 3)} | {f(v - d if v is not None else None, 3)} |")
         p("")
         s = med(B, "ws", "supervisor", "p50")

@@ -71,9 +71,8 @@ pub async fn run(cfg: Config, reloader: crate::reload::Reloader) -> anyhow::Resu
     });
     let auth = TokenAuth::new(settings.token_file.clone());
     let router = server::public_router(state.clone(), auth, app.clone(), &targets);
-    let threads = server::proxy_threads();
-    server::serve(public, server::Public { router, app }, cap, threads)?;
-    tracing::info!(listen = %settings.listen, max_connections = cap, open_files = nofile, threads, "public listener up");
+    tokio::spawn(server::serve(public, server::Public { router, app }, cap));
+    tracing::info!(listen = %settings.listen, max_connections = cap, open_files = nofile, "public listener up");
     tokio::spawn(async move {
         if let Err(e) = axum::serve(socket, api::socket_router(state)).await {
             tracing::error!("control socket stopped: {e}");

@@ -170,7 +170,9 @@ impl Upstream {
         };
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        let own = parts.extensions.get::<OwnUpstream>().cloned();
+        // Taken out, not cloned: a request queued on the kept connection must not hold the
+        // slot that holds that connection (a cycle that would outlive the public connection).
+        let own = parts.extensions.remove::<OwnUpstream>();
         let peer_value = own.as_ref().and_then(|o| o.peer_value().cloned());
         headers::for_upstream(&mut parts.headers, client.ip(), peer_value.as_ref());
         for h in rw.drop {
@@ -204,9 +206,6 @@ impl Upstream {
         let mut result = tokio::time::timeout(HEADER_TIMEOUT, self.send(req, own.as_ref())).await;
         if let (Some(req), Ok(Err(Failure::Closed(e)))) = (again, &result) {
             tracing::debug!(upstream = %self.addr, "kept-alive connection closed before the answer ({e}); retrying once");
-            if let Some(o) = &own {
-                o.discard(self.id);
-            }
             result = tokio::time::timeout(HEADER_TIMEOUT, self.send(req, own.as_ref())).await;
         }
         match result {
@@ -232,14 +231,22 @@ impl Upstream {
                         own.discard(self.id);
                         req
                     }
-                    None => return Err(Failure::of(e.error())),
+                    None => {
+                        own.discard(self.id);
+                        return Err(Failure::of(e.error()));
+                    }
                 },
             },
+            // Only a failure on the kept connection forgets it: a one-off's does not touch
+            // the kept one, which may still be carrying the previous answer.
             Err((own::Miss::Busy, req)) => return self.one_off(req).await,
             Err((own::Miss::None, req)) => req,
         };
         let (sender, driver) = self.connect().await?;
-        own.install(self.id, generation, sender, driver, req).await.map_err(|e| Failure::of(e.error()))
+        own.install(self.id, generation, sender, driver, req).await.map_err(|e| {
+            own.discard(self.id);
+            Failure::of(e.error())
+        })
     }
 
     /// A new HTTP/1 connection to the upstream.

@@ -73,6 +73,8 @@ impl OwnUpstream {
         let mut conn = std::pin::pin!(conn);
         std::future::poll_fn(|cx| {
             if let Poll::Ready(v) = conn.as_mut().poll(cx) {
+                // Nothing polls the kept connection once the public one has ended: close it now.
+                *self.0.slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 return Poll::Ready(v);
             }
             self.poll_upstream(cx);
@@ -230,6 +232,31 @@ mod tests {
                 assert_eq!(get(&up, &own, false).await, again, "which is kept");
             })
             .await;
+    }
+
+    #[tokio::test]
+    async fn the_kept_connection_closes_when_its_public_connection_ends() {
+        // An upstream that reports when a connection of its own has ended.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = l.accept().await.unwrap();
+                let ended_tx = ended_tx.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|_req| async { Ok::<_, std::convert::Infallible>(hyper::Response::new(Body::from("ok"))) });
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
+                    let _ = ended_tx.send(());
+                });
+            }
+        });
+        let up = Upstream::new(&addr.to_string());
+        // Held on to after the public connection ends, as a request's extensions may be.
+        let own = OwnUpstream::new([127, 0, 0, 1].into());
+        own.clone().drive(async { get(&up, &own, false).await }).await;
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(5), ended.recv()).await;
+        assert!(matches!(closed, Ok(Some(()))), "the upstream connection was closed once the public connection ended");
     }
 
     #[tokio::test]

@@ -65,9 +65,9 @@ pub fn connection_cap(nofile: u64) -> usize {
     ((nofile.saturating_sub(reserve) / 2) as usize).clamp(16, MAX_CONNECTIONS)
 }
 
-/// Serves `public` on `listener` until the process ends: each connection takes one of
-/// `permits` (`cap` in all, shared by every accept loop) for as long as it is open.
-pub async fn serve(listener: TcpListener, public: super::Public, permits: Arc<Semaphore>, cap: usize) {
+/// Serves `public` on `listener` with at most `cap` connections at once, until the process ends.
+pub async fn serve(listener: TcpListener, public: super::Public, cap: usize) {
+    let permits = Arc::new(Semaphore::new(cap));
     let mut warned: Option<Instant> = None;
     let mut warn = |what: String| {
         if warned.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {

@@ -158,47 +158,7 @@ pub async fn bind(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
 }
 
 /// Serves `public` on `listener` until the process ends, with the listener limits
-/// ([`listener`]): at most `cap` connections in all (see [`listener::connection_cap`]),
-/// accepted by `threads` loops: this runtime's and one more thread per extra loop, each with
-/// a current-thread runtime of its own and a duplicate of the listening socket (the
-/// kernel hands each connection to whichever loop accepts first, as nginx's workers share
-/// one socket). A connection then stays on its thread, its upstream connection included
-/// ([`crate::proxy::OwnUpstream`]), so nothing of a request crosses threads.
-///
-/// Why more than one: on a busy VM the proxy competes for the cores with Vite, Chromium
-/// and the agent, and the scheduler shares CPU per runnable thread; one thread per core
-/// gets the proxy the share nginx's worker per core gets (bench/NOTES.md).
-pub fn serve(listener: tokio::net::TcpListener, public: Public, cap: usize, threads: usize) -> anyhow::Result<()> {
-    let permits = Arc::new(tokio::sync::Semaphore::new(cap));
-    for i in 1..threads.max(1) {
-        let dup: std::net::TcpListener = socket2::SockRef::from(&listener).try_clone().map_err(|e| anyhow::anyhow!("cannot duplicate the public listener: {e}"))?.into();
-        let (public, permits) = (public.clone(), permits.clone());
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| anyhow::anyhow!("proxy runtime: {e}"))?;
-        std::thread::Builder::new()
-            .name(format!("proxy-{i}"))
-            .spawn(move || {
-                rt.block_on(async move {
-                    match tokio::net::TcpListener::from_std(dup) {
-                        Ok(l) => listener::serve(l, public, permits, cap).await,
-                        Err(e) => tracing::error!("proxy thread {i}: cannot register the listener: {e}"),
-                    }
-                })
-            })
-            .map_err(|e| anyhow::anyhow!("cannot start proxy thread {i}: {e}"))?;
-    }
-    tokio::spawn(listener::serve(listener, public, permits, cap));
-    Ok(())
+/// ([`listener`]): at most `cap` connections (see [`listener::connection_cap`]).
+pub async fn serve(listener: tokio::net::TcpListener, public: Public, cap: usize) {
+    listener::serve(listener, public, cap).await
 }
-
-/// How many accept loops [`serve`] runs: `SUPERVISOR_PROXY_THREADS` (1–16) when set,
-/// else one per core, at most [`MAX_PROXY_THREADS`].
-pub fn proxy_threads() -> usize {
-    match std::env::var("SUPERVISOR_PROXY_THREADS").ok().and_then(|v| v.trim().parse::<usize>().ok()) {
-        Some(n) => n.clamp(1, 16),
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_PROXY_THREADS),
-    }
-}
-
-/// The default ceiling of [`proxy_threads`]: the VM has two cores, and more loops than
-/// cores only add idle threads.
-pub const MAX_PROXY_THREADS: usize = 4;
