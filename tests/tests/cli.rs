@@ -55,8 +55,9 @@ fn check_accepts_the_production_config_and_prints_the_plan() {
     for name in ["xvfb", "chromium", "playwright-mcp", "acp", "vite"] {
         assert!(text.contains(&format!("    {name} [")), "plan lists {name}:\n{text}");
     }
-    // chromium waits for xvfb, playwright-mcp for chromium: three waves at least.
-    assert!(text.contains("wave 2:") && text.contains("after:   chromium ready"), "{text}");
+    // chromium waits for xvfb to be ready, playwright-mcp for chromium to have started
+    // (it connects to CDP only when used): three waves.
+    assert!(text.contains("wave 2:") && text.contains("after:   xvfb ready") && text.contains("after:   chromium started"), "{text}");
 }
 
 /// A real HTTP server (serving the app dir) and a dependent, as in SPEC §4's example.
