@@ -63,6 +63,11 @@ impl OwnUpstream {
         OwnUpstream(Arc::new(Inner { slot: Mutex::new(None), peer: super::headers::ip_value(peer).ok() }))
     }
 
+    /// The kept connection's slot (a panic while it was held leaves nothing half-done in it).
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Kept>> {
+        self.0.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The client's address as a header value.
     pub(super) fn peer_value(&self) -> Option<&axum::http::HeaderValue> {
         self.0.peer.as_ref()
@@ -74,7 +79,7 @@ impl OwnUpstream {
         std::future::poll_fn(|cx| {
             if let Poll::Ready(v) = conn.as_mut().poll(cx) {
                 // Nothing polls the kept connection once the public one has ended: close it now.
-                *self.0.slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                *self.slot() = None;
                 return Poll::Ready(v);
             }
             self.poll_upstream(cx);
@@ -85,7 +90,7 @@ impl OwnUpstream {
 
     /// Polls the kept connection; forgets it once it has ended (closed by either side).
     fn poll_upstream(&self, cx: &mut Context<'_>) {
-        let mut slot = self.0.slot.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self.slot();
         if let Some(k) = slot.as_mut() {
             if let Poll::Ready(r) = k.driver.as_mut().poll(cx) {
                 if let Err(e) = r {
@@ -98,7 +103,7 @@ impl OwnUpstream {
 
     /// Sends `req` on the kept connection to `upstream` if it is fit and ready.
     pub(super) fn checkout(&self, upstream: u64, generation: u64, req: hyper::Request<Body>) -> Result<impl Future<Output = Sent> + Send, (Miss, hyper::Request<Body>)> {
-        let mut slot = self.0.slot.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self.slot();
         let Some(k) = slot.as_mut() else { return Err((Miss::None, req)) };
         if k.upstream != upstream {
             // Kept for another upstream (a pass-through route): replaced if idle.
@@ -130,13 +135,13 @@ impl OwnUpstream {
     ) -> impl Future<Output = Sent> + Send {
         let fut = sender.try_send_request(req);
         let kept = Kept { upstream, generation, sender, driver: Box::pin(driver), last_used: Instant::now() };
-        *self.0.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(kept);
+        *self.slot() = Some(kept);
         fut
     }
 
     /// Forgets the kept connection to `upstream` (it failed a request).
     pub(super) fn discard(&self, upstream: u64) {
-        let mut slot = self.0.slot.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self.slot();
         if slot.as_ref().is_some_and(|k| k.upstream == upstream) {
             *slot = None;
         }
@@ -154,6 +159,12 @@ mod tests {
     /// first request saying `x-drop: 1` gets no answer: its connection is closed (a
     /// keep-alive close racing the request).
     async fn upstream() -> std::net::SocketAddr {
+        upstream_reporting_ends().await.0
+    }
+
+    /// [`upstream`], also sending `()` each time one of its connections has ended.
+    async fn upstream_reporting_ends() -> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>) {
+        let (ended_tx, ended) = tokio::sync::mpsc::unbounded_channel();
         let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
@@ -161,6 +172,7 @@ mod tests {
             loop {
                 let (tcp, peer) = l.accept().await.unwrap();
                 let dropped = dropped.clone();
+                let ended_tx = ended_tx.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let first_drop = req.headers().contains_key("x-drop") && !dropped.swap(true, std::sync::atomic::Ordering::SeqCst);
@@ -175,10 +187,11 @@ mod tests {
                         Ok::<_, &str>(r)
                     }});
                     let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
+                    let _ = ended_tx.send(());
                 });
             }
         });
-        addr
+        (addr, ended)
     }
 
     async fn get(up: &Upstream, own: &OwnUpstream, close: bool) -> String {
@@ -236,21 +249,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_kept_connection_closes_when_its_public_connection_ends() {
-        // An upstream that reports when a connection of its own has ended.
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            loop {
-                let (tcp, _) = l.accept().await.unwrap();
-                let ended_tx = ended_tx.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(|_req| async { Ok::<_, std::convert::Infallible>(hyper::Response::new(Body::from("ok"))) });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
-                    let _ = ended_tx.send(());
-                });
-            }
-        });
+        let (addr, mut ended) = upstream_reporting_ends().await;
         let up = Upstream::new(&addr.to_string());
         // Held on to after the public connection ends, as a request's extensions may be.
         let own = OwnUpstream::new([127, 0, 0, 1].into());
