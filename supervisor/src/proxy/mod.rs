@@ -1,7 +1,10 @@
 //! The reverse proxy of port 3000: HTTP/1.1 with keep-alive upstream connections (each
-//! public connection keeps its own, [`OwnUpstream`]) and streamed bodies, WebSocket upgrades spliced byte for byte (subprotocol and query
-//! intact), and a "starting" answer while the upstream service is not ready.
+//! public connection keeps its own, [`OwnUpstream`], spoken to by the proxy's own client
+//! for requests without a body, [`h1`]) and streamed bodies, WebSocket upgrades spliced
+//! byte for byte (subprotocol and query intact), and a "starting" answer while the
+//! upstream service is not ready.
 
+mod h1;
 mod headers;
 mod own;
 pub mod secrets;
@@ -51,35 +54,18 @@ static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 /// Playwright MCP), so a request is never written onto a connection Node is closing.
 pub const POOL_IDLE: Duration = Duration::from_secs(4);
 
-/// Whether `req` may be sent twice: GET, HEAD or OPTIONS without a body.
-fn retryable(parts: &axum::http::request::Parts, body: &Body) -> bool {
-    use axum::http::Method;
-    let bodyless = hyper::body::Body::is_end_stream(body)
+/// Whether the request has no body (no bytes, no `Transfer-Encoding`, no `Content-Length`
+/// but 0): such a request goes through the proxy's own client ([`h1`]).
+fn bodyless(parts: &axum::http::request::Parts, body: &Body) -> bool {
+    hyper::body::Body::is_end_stream(body)
         && !parts.headers.contains_key(header::TRANSFER_ENCODING)
-        && parts.headers.get(header::CONTENT_LENGTH).is_none_or(|v| v.as_bytes() == b"0");
-    matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) && bodyless
+        && parts.headers.get(header::CONTENT_LENGTH).is_none_or(|v| v.as_bytes() == b"0")
 }
 
-/// The error of a connection the upstream closed or reset before any answer (hyper's
-/// `IncompleteMessage`, a reset, a broken pipe): what a keep-alive close racing our request
-/// looks like.
-fn closed_before_answer(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = src {
-        if let Some(h) = s.downcast_ref::<hyper::Error>() {
-            if h.is_incomplete_message() || h.is_closed() || h.is_canceled() {
-                return true;
-            }
-        }
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            if matches!(io.kind(), ConnectionReset | BrokenPipe | UnexpectedEof | ConnectionAborted) {
-                return true;
-            }
-        }
-        src = s.source();
-    }
-    false
+/// Whether a request may be sent twice: GET, HEAD or OPTIONS (and it has no body).
+fn idempotent(method: &axum::http::Method) -> bool {
+    use axum::http::Method;
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
 /// TCP keepalive (probes after 30 s idle, every 10 s, 3 tries): a spliced WebSocket whose
@@ -96,18 +82,14 @@ pub fn set_keepalive(tcp: &tokio::net::TcpStream) {
 enum Failure {
     /// No connection could be made.
     Connect,
-    /// The upstream closed or reset the connection before any answer (retryable).
-    Closed(String),
     /// Anything else.
     Other(String),
 }
 
-impl Failure {
-    fn of(e: &hyper::Error) -> Self {
-        if closed_before_answer(e) {
-            Failure::Closed(e.to_string())
-        } else {
-            Failure::Other(e.to_string())
+impl From<h1::Error> for Failure {
+    fn from(e: h1::Error) -> Self {
+        match e {
+            h1::Error::Closed(e) | h1::Error::Other(e) => Failure::Other(e),
         }
     }
 }
@@ -170,8 +152,8 @@ impl Upstream {
         };
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        // Taken out, not cloned: a request queued on the kept connection must not hold the
-        // slot that holds that connection (a cycle that would outlive the public connection).
+        // Taken out, not cloned: the request's extensions go upstream with it (an upgrade)
+        // and must not keep the public connection's slot alive.
         let own = parts.extensions.remove::<OwnUpstream>();
         let peer_value = own.as_ref().and_then(|o| o.peer_value().cloned());
         headers::for_upstream(&mut parts.headers, client.ip(), peer_value.as_ref());
@@ -186,101 +168,75 @@ impl Upstream {
             let host = self.authority.as_ref().ok_or_else(|| ForwardError::Other(format!("bad upstream address {}", self.addr)))?;
             parts.headers.insert(header::HOST, HeaderValue::from_str(host.as_str()).map_err(|e| ForwardError::Other(e.to_string()))?);
         }
-        parts.uri = Uri::from(pq); // origin-form: conn::http1 sends the URI verbatim
+        parts.uri = Uri::from(pq); // origin-form, sent verbatim
         parts.version = axum::http::Version::HTTP_11;
         if let (Some(proto), Some(on_client)) = (upgrade, client_upgrade) {
             parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, proto);
             return self.forward_upgrade(hyper::Request::from_parts(parts, Body::empty()), on_client).await;
         }
-        // One retry of an idempotent request whose kept-alive connection closed under it.
-        let again = retryable(&parts, &body).then(|| {
-            let mut r = hyper::Request::new(Body::empty());
-            *r.method_mut() = parts.method.clone();
-            *r.uri_mut() = parts.uri.clone();
-            *r.version_mut() = parts.version;
-            *r.headers_mut() = parts.headers.clone();
-            r
+        // Framed as hyper read it from the client: with a length, or chunked.
+        let bodyless = bodyless(&parts, &body);
+        let outgoing = (!bodyless).then(|| {
+            let chunked = hyper::body::Body::size_hint(&body).exact().is_none();
+            if chunked {
+                parts.headers.remove(header::CONTENT_LENGTH);
+                parts.headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+            }
+            h1::Outgoing::new(body, chunked)
         });
-        let req = hyper::Request::from_parts(parts, body);
-        let mut result = tokio::time::timeout(HEADER_TIMEOUT, self.send(req, own.as_ref())).await;
-        if let (Some(req), Ok(Err(Failure::Closed(e)))) = (again, &result) {
-            tracing::debug!(upstream = %self.addr, "kept-alive connection closed before the answer ({e}); retrying once");
-            result = tokio::time::timeout(HEADER_TIMEOUT, self.send(req, own.as_ref())).await;
-        }
+        let head = h1::encode_head(&parts);
+        let sent = self.send(&head, outgoing, &parts.method, own.as_ref());
+        let result = tokio::time::timeout(HEADER_TIMEOUT, sent).await.map(|r| r.map(|(parts, body)| downstream(hyper::Response::from_parts(parts, body))));
         match result {
             Err(_) => Err(ForwardError::Timeout(self.addr.clone())),
             Ok(Err(Failure::Connect)) => Err(ForwardError::Unavailable(self.addr.clone())),
-            Ok(Err(Failure::Closed(e) | Failure::Other(e))) => Err(ForwardError::Other(e)),
-            Ok(Ok(r)) => Ok(downstream(r)),
+            Ok(Err(Failure::Other(e))) => Err(ForwardError::Other(e)),
+            Ok(Ok(r)) => Ok(r),
         }
     }
 
-    /// Sends `req` (origin-form URI) on the public connection's own upstream connection
-    /// when it has a ready one (or none yet: then one is made and kept), else on a one-off
-    /// connection (the kept one is busy: a pipelined request).
-    async fn send(&self, req: hyper::Request<Body>, own: Option<&OwnUpstream>) -> Result<hyper::Response<hyper::body::Incoming>, Failure> {
-        let Some(own) = own else { return self.one_off(req).await };
+    /// Sends a request (its encoded `head` and its body) on the public connection's own
+    /// upstream connection if it has a fit one, else on a fresh one that it then keeps.
+    /// An idempotent request without a body whose kept connection closes before any answer
+    /// (a keep-alive close racing it) is sent once more, on a fresh connection.
+    async fn send(&self, head: &[u8], body: Option<h1::Outgoing>, method: &axum::http::Method, own: Option<&OwnUpstream>) -> Result<(axum::http::response::Parts, h1::UpBody), Failure> {
         let generation = POOL_GENERATION.load(std::sync::atomic::Ordering::Relaxed);
-        let req = match own.checkout(self.id, generation, req) {
-            Ok(sent) => match sent.await {
-                Ok(r) => return Ok(r),
-                // Never written (the connection had closed): it may go on a fresh one.
-                Err(mut e) => match e.take_message() {
-                    Some(req) => {
-                        own.discard(self.id);
-                        req
-                    }
-                    None => {
-                        own.discard(self.id);
-                        return Err(Failure::of(e.error()));
-                    }
-                },
-            },
-            // Only a failure on the kept connection forgets it: a one-off's does not touch
-            // the kept one, which may still be carrying the previous answer.
-            Err((own::Miss::Busy, req)) => return self.one_off(req).await,
-            Err((own::Miss::None, req)) => req,
+        let head_request = *method == axum::http::Method::HEAD;
+        let conn = match own.and_then(|o| o.take(self.id, generation)) {
+            Some(kept) => kept,
+            None => h1::Conn::new(self.connect_tcp().await?, self.id, generation),
         };
-        let (sender, driver) = self.connect().await?;
-        own.install(self.id, generation, sender, driver, req).await.map_err(|e| {
-            own.discard(self.id);
-            Failure::of(e.error())
-        })
-    }
-
-    /// A new HTTP/1 connection to the upstream.
-    async fn connect(&self) -> Result<(hyper::client::conn::http1::SendRequest<Body>, own::Driver), Failure> {
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&self.addr)).await {
-            Ok(Ok(s)) => s,
-            _ => return Err(Failure::Connect),
-        };
-        let _ = stream.set_nodelay(true);
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| Failure::Other(e.to_string()))
-    }
-
-    /// Sends `req` on a connection of its own, driven by a task of its own, closed after the answer.
-    async fn one_off(&self, req: hyper::Request<Body>) -> Result<hyper::Response<hyper::body::Incoming>, Failure> {
-        let (mut sender, driver) = self.connect().await?;
-        tokio::spawn(async move {
-            if let Err(e) = driver.await {
-                tracing::debug!("one-off upstream connection ended: {e}");
+        let again = conn.reused && body.is_none() && idempotent(method);
+        let (parts, mut body) = match conn.send(head, body, head_request).await {
+            Err(h1::Error::Closed(e)) if again => {
+                tracing::debug!(upstream = %self.addr, "kept-alive connection closed before the answer ({e}); retrying once");
+                h1::Conn::new(self.connect_tcp().await?, self.id, generation).send(head, None, head_request).await?
             }
-        });
-        let answer = sender.send_request(req).await.map_err(|e| Failure::of(&e));
-        drop(sender); // the connection closes once the answer is read
-        answer
+            answer => answer?,
+        };
+        if let Some(own) = own {
+            body.home(own.clone());
+        }
+        Ok((parts, body))
+    }
+
+    /// A new TCP connection to the upstream (no delay: heads go out as soon as written).
+    async fn connect_tcp(&self) -> Result<tokio::net::TcpStream, Failure> {
+        match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&self.addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                Ok(s)
+            }
+            _ => Err(Failure::Connect),
+        }
     }
 
     /// A WebSocket (or other) upgrade: its own upstream connection; after `101` both
     /// sides are spliced byte for byte until either closes.
     async fn forward_upgrade(&self, req: hyper::Request<Body>, on_client: hyper::upgrade::OnUpgrade) -> Result<Response, ForwardError> {
         let revocation = req.extensions().get::<crate::api::auth::Revocation>().cloned();
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&self.addr)).await {
-            Ok(Ok(s)) => s,
-            _ => return Err(ForwardError::Unavailable(self.addr.clone())),
-        };
-        let _ = stream.set_nodelay(true);
+        let stream = self.connect_tcp().await.map_err(|_| ForwardError::Unavailable(self.addr.clone()))?;
         set_keepalive(&stream); // the client side has it from the listener
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| ForwardError::Other(e.to_string()))?;
@@ -320,7 +276,11 @@ impl Upstream {
 }
 
 /// An upstream answer made fit for our client: hop-by-hop headers removed, HTTP/1.1.
-fn downstream(resp: hyper::Response<hyper::body::Incoming>) -> Response {
+fn downstream<B>(resp: hyper::Response<B>) -> Response
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.version = axum::http::Version::HTTP_11;

@@ -1,28 +1,19 @@
 //! A public connection's own upstream connection. HTTP/1 carries one request at a time, so
-//! each client connection can keep one upstream connection for itself, driven by the client
-//! connection's own task ([`OwnUpstream::drive`]): a request then goes out and its answer
-//! comes back without crossing to another task or through a shared pool (callgrind:
-//! hyper-util's pool checkout, its spawned connection task and the hops between the two
-//! were about a sixth of the proxy's instructions per request; bench/NOTES.md).
+//! each client connection keeps one upstream connection for itself ([`super::h1::Conn`]),
+//! used only from the client connection's own task: a request goes out and its answer comes
+//! back without crossing to another task or through a shared pool (callgrind: hyper-util's
+//! pool checkout, its spawned connection task and the hops between the two were about a
+//! sixth of the proxy's instructions per request; bench/NOTES.md).
 //!
-//! A one-off connection is used when this connection's own upstream is busy (a pipelined
-//! request while the previous answer is still being read). A kept connection is dropped,
+//! The connection is out of the slot while an answer's body is read off it and goes back
+//! when that body has ended cleanly ([`super::h1::UpBody`]). A kept connection is dropped,
 //! and a fresh one made, when it was idle longer than [`super::POOL_IDLE`] (Node closes idle
-//! connections after 5 s), when the upstream closed it, or after a resume
-//! ([`super::drop_idle_connections`]).
+//! connections after 5 s), when the upstream closed it (noticed by [`OwnUpstream::drive`]
+//! as it happens), or after a resume ([`super::drop_idle_connections`]).
 
-use axum::body::Body;
-use hyper::client::conn::http1::{Connection, SendRequest};
-use hyper_util::rt::TokioIo;
+use super::h1::Conn;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-use tokio::net::TcpStream;
-use tokio::time::Instant;
-
-/// The connection future of an upstream connection.
-pub(super) type Driver = Connection<TokioIo<TcpStream>, Body>;
 
 /// The slot of one public connection (cloned into each of its requests' extensions), with
 /// the client's address as a header value (`X-Forwarded-For`), made once per connection.
@@ -30,32 +21,9 @@ pub(super) type Driver = Connection<TokioIo<TcpStream>, Body>;
 pub struct OwnUpstream(Arc<Inner>);
 
 struct Inner {
-    slot: Mutex<Option<Kept>>,
+    slot: Mutex<Option<Conn>>,
     peer: Option<axum::http::HeaderValue>,
 }
-
-/// One kept upstream connection: its sender, and the connection future this public
-/// connection's task polls.
-struct Kept {
-    /// Which [`super::Upstream`] it goes to.
-    upstream: u64,
-    /// [`super::POOL_GENERATION`] when it was made.
-    generation: u64,
-    sender: SendRequest<Body>,
-    driver: Pin<Box<Driver>>,
-    last_used: Instant,
-}
-
-/// Why [`OwnUpstream::checkout`] did not send the request.
-pub(super) enum Miss {
-    /// The kept connection is busy (or kept for another upstream): use another one.
-    Busy,
-    /// None is kept, or the kept one is no longer fit: make one.
-    None,
-}
-
-/// The answer of a request sent on an upstream connection.
-pub(super) type Sent = Result<hyper::Response<hyper::body::Incoming>, hyper::client::conn::TrySendError<hyper::Request<Body>>>;
 
 impl OwnUpstream {
     /// The slot of a connection from `peer`.
@@ -64,7 +32,7 @@ impl OwnUpstream {
     }
 
     /// The kept connection's slot (a panic while it was held leaves nothing half-done in it).
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Kept>> {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Conn>> {
         self.0.slot.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -73,77 +41,35 @@ impl OwnUpstream {
         self.0.peer.as_ref()
     }
 
-    /// Runs `conn` (the public connection) and, in the same task, the kept upstream connection.
+    /// Runs `conn` (the public connection); while it waits, a kept upstream connection that
+    /// the upstream closes is closed too (its task is woken for that), and once `conn` has
+    /// ended the kept one is closed at once.
     pub async fn drive<F: Future>(&self, conn: F) -> F::Output {
         let mut conn = std::pin::pin!(conn);
         std::future::poll_fn(|cx| {
-            if let Poll::Ready(v) = conn.as_mut().poll(cx) {
-                // Nothing polls the kept connection once the public one has ended: close it now.
-                *self.slot() = None;
-                return Poll::Ready(v);
+            let done = conn.as_mut().poll(cx);
+            let mut slot = self.slot();
+            if done.is_ready() || slot.as_mut().is_some_and(|k| !k.still_open(cx)) {
+                *slot = None;
             }
-            self.poll_upstream(cx);
-            Poll::Pending
+            done
         })
         .await
     }
 
-    /// Polls the kept connection; forgets it once it has ended (closed by either side).
-    fn poll_upstream(&self, cx: &mut Context<'_>) {
-        let mut slot = self.slot();
-        if let Some(k) = slot.as_mut() {
-            if let Poll::Ready(r) = k.driver.as_mut().poll(cx) {
-                if let Err(e) = r {
-                    tracing::debug!("own upstream connection ended: {e}");
-                }
-                *slot = None;
-            }
-        }
+    /// Takes the kept connection if it goes to `upstream`, is of this `generation`, has not
+    /// been idle too long and is still open; any other kept connection is closed.
+    pub(super) fn take(&self, upstream: u64, generation: u64) -> Option<Conn> {
+        let mut k = self.slot().take()?;
+        let fit = k.upstream == upstream && k.generation == generation && k.last_used.elapsed() < super::POOL_IDLE;
+        (fit && k.is_open()).then_some(k)
     }
 
-    /// Sends `req` on the kept connection to `upstream` if it is fit and ready.
-    pub(super) fn checkout(&self, upstream: u64, generation: u64, req: hyper::Request<Body>) -> Result<impl Future<Output = Sent> + Send, (Miss, hyper::Request<Body>)> {
+    /// Keeps `conn` for the next request (unless one is kept already).
+    pub(super) fn put(&self, conn: Conn) {
         let mut slot = self.slot();
-        let Some(k) = slot.as_mut() else { return Err((Miss::None, req)) };
-        if k.upstream != upstream {
-            // Kept for another upstream (a pass-through route): replaced if idle.
-            if !k.sender.is_ready() {
-                return Err((Miss::Busy, req));
-            }
-            *slot = None;
-            return Err((Miss::None, req));
-        }
-        if k.generation != generation || k.last_used.elapsed() >= super::POOL_IDLE || k.sender.is_closed() {
-            *slot = None;
-            return Err((Miss::None, req));
-        }
-        if !k.sender.is_ready() {
-            return Err((Miss::Busy, req));
-        }
-        k.last_used = Instant::now();
-        Ok(k.sender.try_send_request(req))
-    }
-
-    /// Keeps a new connection (replacing any other) and sends `req` on it.
-    pub(super) fn install(
-        &self,
-        upstream: u64,
-        generation: u64,
-        mut sender: SendRequest<Body>,
-        driver: Driver,
-        req: hyper::Request<Body>,
-    ) -> impl Future<Output = Sent> + Send {
-        let fut = sender.try_send_request(req);
-        let kept = Kept { upstream, generation, sender, driver: Box::pin(driver), last_used: Instant::now() };
-        *self.slot() = Some(kept);
-        fut
-    }
-
-    /// Forgets the kept connection to `upstream` (it failed a request).
-    pub(super) fn discard(&self, upstream: u64) {
-        let mut slot = self.slot();
-        if slot.as_ref().is_some_and(|k| k.upstream == upstream) {
-            *slot = None;
+        if slot.is_none() {
+            *slot = Some(conn);
         }
     }
 }
@@ -152,7 +78,9 @@ impl OwnUpstream {
 mod tests {
     use super::super::{drop_idle_connections, Rewrite, Upstream};
     use super::*;
+    use axum::body::Body;
     use http_body_util::BodyExt;
+    use hyper_util::rt::TokioIo;
 
     /// An upstream answering every request with the port of the connection it came on;
     /// it closes a connection after answering when the request says `x-close: 1`, and the
