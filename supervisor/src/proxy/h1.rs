@@ -72,18 +72,18 @@ impl Conn {
 
     /// [`Conn::is_open`], registering `cx` to be woken when the upstream closes it.
     pub fn still_open(&mut self, cx: &mut Context<'_>) -> bool {
-        match self.io.poll_read_ready(cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            Poll::Ready(Ok(())) => {
-                let mut probe = [0u8; 1];
-                match self.io.try_read(&mut probe) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        // Readiness was stale; register again so a later close wakes `cx`.
-                        matches!(self.io.poll_read_ready(cx), Poll::Pending | Poll::Ready(Ok(())))
+        loop {
+            match self.io.poll_read_ready(cx) {
+                Poll::Pending => return true,
+                Poll::Ready(Err(_)) => return false,
+                Poll::Ready(Ok(())) => {
+                    let mut probe = [0u8; 1];
+                    match self.io.try_read(&mut probe) {
+                        // Readiness was stale (and is now cleared): ask again, which registers `cx`.
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        // A close, an error, or bytes nobody asked for: not usable.
+                        _ => return false,
                     }
-                    // A close, an error, or bytes nobody asked for: not usable.
-                    _ => false,
                 }
             }
         }
@@ -105,24 +105,26 @@ impl Conn {
     }
 
     /// Sends `head` (a complete request head) and `body` (framed as the head says), and
-    /// reads the answer's head. The body is written while the answer is awaited: an
-    /// upstream may answer (and stop reading) before the body is all sent, and then the rest
-    /// is not sent and the connection is not kept. `head_request`: the request is a `HEAD`
+    /// reads the answer's head. The body is written while the answer is awaited, and after
+    /// the answer's head has come, while its body is read ([`UpBody`]); the connection is
+    /// kept only if the request body was all written before the answer ended. `head_request`: the request is a `HEAD`
     /// (its answer has no body whatever it says).
     pub async fn send(mut self, head: &[u8], body: Option<Outgoing>, head_request: bool) -> Result<(axum::http::response::Parts, UpBody), Error> {
         if let Err(e) = self.io.write_all(head).await {
             return Err(if closed(&e) { Error::Closed(e.to_string()) } else { Error::Other(e.to_string()) });
         }
         let mut out = body;
-        let mut sent = out.is_none();
         let mut write_failed: Option<io::Error> = None;
         let mut got_bytes = false;
         let (parts, keep_alive) = std::future::poll_fn(|cx| {
-            if let (Some(o), false, None) = (out.as_mut(), sent, &write_failed) {
+            if let Some(o) = out.as_mut() {
                 match o.poll_write(cx, &mut self.io) {
-                    Poll::Ready(Ok(())) => sent = true,
+                    Poll::Ready(Ok(())) => out = None,
                     // Written no further; the answer may still be there to read.
-                    Poll::Ready(Err(OutError::Write(e))) => write_failed = Some(e),
+                    Poll::Ready(Err(OutError::Write(e))) => {
+                        out = None;
+                        write_failed = Some(e);
+                    }
                     Poll::Ready(Err(OutError::Body(e))) => return Poll::Ready(Err(Error::Other(format!("request body: {e}")))),
                     Poll::Pending => {}
                 }
@@ -153,8 +155,10 @@ impl Conn {
         })
         .await?;
         let framing = framing(&parts.headers, parts.status, head_request)?;
-        let keep_alive = keep_alive && sent && !matches!(framing, Framing::Close);
-        Ok((parts, UpBody { conn: Some(self), framing, keep_alive, home: None }))
+        let keep_alive = keep_alive && write_failed.is_none() && !matches!(framing, Framing::Close);
+        // The rest of the request body (an upstream may answer first, then read on: a
+        // streaming echo, a proxy) is written while the answer's body is read.
+        Ok((parts, UpBody { conn: Some(self), out, framing, keep_alive, home: None }))
     }
 }
 
@@ -263,6 +267,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut slots);
     let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => return Err(Error::Other(format!("response head over {MAX_HEAD} bytes"))),
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(Error::Other(format!("bad response head from upstream: {e}"))),
@@ -292,7 +297,15 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
         headers.append(name, value);
     }
     let close = headers.get_all(header::CONNECTION).iter().any(|v| has_token(v, "close"));
-    let keep_alive = if http11 { !close } else { headers.get_all(header::CONNECTION).iter().any(|v| has_token(v, "keep-alive")) && !close };
+    let mut keep_alive = if http11 { !close } else { headers.get_all(header::CONNECTION).iter().any(|v| has_token(v, "keep-alive")) && !close };
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        // RFC 9112 §6.1 and §6.3: Transfer-Encoding overrides a Content-Length, which a
+        // forwarder must remove, and either conflict, or one in an HTTP/1.0 answer, makes the
+        // framing suspect: the connection is closed after this answer.
+        if headers.remove(header::CONTENT_LENGTH).is_some() || !http11 {
+            keep_alive = false;
+        }
+    }
     let mut parts = axum::http::Response::new(()).into_parts().0;
     parts.status = status;
     parts.headers = headers;
@@ -368,6 +381,8 @@ fn bad_length() -> Error {
 /// where its framing said, the connection goes back to its public connection's slot.
 pub struct UpBody {
     conn: Option<Conn>,
+    /// The part of the request body still to write.
+    out: Option<Outgoing>,
     framing: Framing,
     keep_alive: bool,
     home: Option<super::OwnUpstream>,
@@ -386,7 +401,7 @@ impl UpBody {
             return;
         }
         let Some(mut conn) = self.conn.take() else { return };
-        if self.keep_alive && conn.buf.is_empty() {
+        if self.keep_alive && self.out.is_none() && conn.buf.is_empty() {
             if let Some(home) = &self.home {
                 conn.buf = BytesMut::new(); // an idle connection holds no buffer
                 conn.next_read = MIN_READ;
@@ -399,6 +414,7 @@ impl UpBody {
 
     fn fail(&mut self, why: impl Into<String>) -> Poll<Option<Result<hyper::body::Frame<Bytes>, io::Error>>> {
         self.conn = None;
+        self.out = None;
         self.framing = Framing::Done;
         Poll::Ready(Some(Err(io::Error::other(why.into()))))
     }
@@ -429,6 +445,18 @@ impl hyper::body::Body for UpBody {
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
             };
+            if let Some(o) = this.out.as_mut() {
+                match o.poll_write(cx, &mut conn.io) {
+                    Poll::Ready(Ok(())) => this.out = None,
+                    // The upstream stopped reading, or the client's body broke off: written
+                    // no further, and the connection is not kept (`finish_if_done`).
+                    Poll::Ready(Err(_)) => {
+                        this.out = None;
+                        this.keep_alive = false;
+                    }
+                    Poll::Pending => {}
+                }
+            }
             // What the buffer holds: a data frame, a framing step, or a need for more bytes.
             match &mut this.framing {
                 Framing::Done => {
@@ -502,6 +530,7 @@ impl hyper::body::Body for UpBody {
                     this.keep_alive = false;
                     this.framing = Framing::Done;
                     this.conn = None;
+                    this.out = None;
                     return Poll::Ready(None);
                 }
                 Ok(0) => return this.fail("upstream closed the connection in the middle of a body"),
@@ -686,8 +715,63 @@ mod tests {
         let sent = conn.send(b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n", Some(body), false);
         let (parts, up) = tokio::time::timeout(std::time::Duration::from_secs(10), sent).await.expect("answered without the whole body").ok().unwrap();
         assert_eq!(parts.status, 413);
-        assert!(!up.keep_alive, "a connection with half a request body on it is not kept");
+        let mut up = up;
+        let home = super::super::OwnUpstream::new([127, 0, 0, 1].into());
+        up.home(home.clone());
         use http_body_util::BodyExt;
         assert_eq!(&up.collect().await.unwrap().to_bytes()[..], b"big!");
+        assert!(!home.is_kept(), "a connection with half a request body on it is not kept");
+    }
+
+    #[tokio::test]
+    async fn a_request_body_goes_on_after_an_early_answer() {
+        // An upstream that answers at once and then echoes the request body (a streaming
+        // echo): the body must keep flowing while the answer is read, else both wait.
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        const N: usize = 1 << 20;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut b = [0u8; 1];
+                s.read_exact(&mut b).await.unwrap();
+                head.push(b[0]);
+            }
+            s.write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {N}\r\n\r\n").as_bytes()).await.unwrap();
+            let mut left = N;
+            let mut b = vec![0u8; 64 << 10];
+            while left > 0 {
+                let n = s.read(&mut b[..left.min(64 << 10)]).await.unwrap();
+                assert!(n > 0, "the whole body arrives");
+                s.write_all(&b[..n]).await.unwrap();
+                left -= n;
+            }
+            let _ = s.read(&mut b).await;
+        });
+        let chunks = futures_util::stream::iter((0..16).map(|i| Ok::<_, std::io::Error>(Bytes::from(vec![i as u8; N / 16]))));
+        let body = Outgoing::new(axum::body::Body::from_stream(chunks), false);
+        let conn = Conn::new(TcpStream::connect(addr).await.unwrap(), 1, 0);
+        let head = format!("POST / HTTP/1.1\r\ncontent-length: {N}\r\n\r\n");
+        let echoed = async {
+            let (_, up) = conn.send(head.as_bytes(), Some(body), false).await.ok().unwrap();
+            use http_body_util::BodyExt;
+            up.collect().await.unwrap().to_bytes()
+        };
+        let echoed = tokio::time::timeout(std::time::Duration::from_secs(20), echoed).await.expect("no deadlock");
+        assert_eq!(echoed.len(), N);
+        assert!(echoed.chunks(N / 16).enumerate().all(|(i, c)| c.iter().all(|b| *b == i as u8)), "echoed in order");
+    }
+
+    #[test]
+    fn a_transfer_encoding_drops_the_content_length_and_the_connection() {
+        let Ok(Some(Head::Final(p, keep))) = parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n") else { panic!() };
+        assert!(!p.headers.contains_key("content-length"), "a forwarder removes it (RFC 9112 6.3)");
+        assert!(!keep);
+        let Ok(Some(Head::Final(_, keep))) = parse("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n") else { panic!() };
+        assert!(!keep, "HTTP/1.0 with Transfer-Encoding");
+        let Ok(Some(Head::Final(_, keep))) = parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n") else { panic!() };
+        assert!(keep);
     }
 }

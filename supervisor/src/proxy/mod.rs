@@ -175,15 +175,22 @@ impl Upstream {
             parts.headers.insert(header::UPGRADE, proto);
             return self.forward_upgrade(hyper::Request::from_parts(parts, Body::empty()), on_client).await;
         }
-        // Framed as hyper read it from the client: with a length, or chunked.
+        // Framed as hyper read it from the client, whatever headers are left: with its
+        // length, or chunked. (A client's `Connection: content-length` strips the header as
+        // hop-by-hop; a body sent upstream without it would be read there as a second request.)
         let bodyless = bodyless(&parts, &body);
         let outgoing = (!bodyless).then(|| {
-            let chunked = hyper::body::Body::size_hint(&body).exact().is_none();
-            if chunked {
-                parts.headers.remove(header::CONTENT_LENGTH);
-                parts.headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+            let length = hyper::body::Body::size_hint(&body).exact();
+            match length {
+                Some(n) => {
+                    parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+                }
+                None => {
+                    parts.headers.remove(header::CONTENT_LENGTH);
+                    parts.headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+                }
             }
-            h1::Outgoing::new(body, chunked)
+            h1::Outgoing::new(body, length.is_none())
         });
         let head = h1::encode_head(&parts);
         let sent = self.send(&head, outgoing, &parts.method, own.as_ref());

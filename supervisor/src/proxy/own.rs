@@ -65,6 +65,12 @@ impl OwnUpstream {
         (fit && k.is_open()).then_some(k)
     }
 
+    /// Whether a connection is kept.
+    #[cfg(test)]
+    pub(super) fn is_kept(&self) -> bool {
+        self.slot().is_some()
+    }
+
     /// Keeps `conn` for the next request (unless one is kept already).
     pub(super) fn put(&self, conn: Conn) {
         let mut slot = self.slot();
@@ -198,6 +204,39 @@ mod tests {
                 tokio::time::advance(super::super::POOL_IDLE).await;
                 tokio::time::resume();
                 assert_ne!(get(&up, &own, false).await, first, "idle for the pool's idle timeout: a fresh connection");
+            })
+            .await;
+    }
+
+    #[tokio::test]
+    async fn a_body_goes_upstream_with_its_length_whatever_headers_the_client_stripped() {
+        // `Connection: content-length` makes the hop-by-hop rule remove Content-Length: the
+        // body must still go with its length, or the upstream reads it as a second request.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (tcp, _) = l.accept().await.unwrap();
+            let svc = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                let cl = req.headers().get("content-length").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                Ok::<_, hyper::Error>(hyper::Response::new(Body::from(format!("{cl}:{}", String::from_utf8_lossy(&body)))))
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
+        });
+        let up = Upstream::new(&addr.to_string());
+        let own = OwnUpstream::new([127, 0, 0, 1].into());
+        own.clone()
+            .drive(async {
+                let smuggled = "GET /@fs/etc/passwd HTTP/1.1\r\nhost: x\r\n\r\n";
+                let mut req = axum::extract::Request::new(Body::from(smuggled));
+                *req.method_mut() = axum::http::Method::POST;
+                *req.uri_mut() = "/x".parse().unwrap();
+                req.headers_mut().insert("host", "app".parse().unwrap());
+                req.headers_mut().insert("connection", "content-length".parse().unwrap());
+                req.extensions_mut().insert(own.clone());
+                let resp = up.forward(req, "127.0.0.1:9".parse().unwrap(), &Rewrite::default()).await.unwrap();
+                let text = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+                assert_eq!(text, format!("{}:{smuggled}", smuggled.len()), "one request upstream, its body with its length");
             })
             .await;
     }
