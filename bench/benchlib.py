@@ -85,6 +85,18 @@ def stop(p, timeout=10):
         _procs.remove(p)
 
 
+def nginx(conf, name, **vars):
+    """Starts nginx with bench/`conf`, its @PREFIX@ (a dir of its own under WORK) and each
+    @KEY@ of `vars` filled in; returns its master process."""
+    prefix = f"{WORK}/{name}"
+    os.makedirs(prefix)
+    text = open(os.path.join(ROOT, "bench", conf)).read().replace("@PREFIX@", prefix)
+    for k, v in vars.items():
+        text = text.replace(f"@{k}@", str(v))
+    open(f"{prefix}/nginx.conf", "w").write(text)
+    return spawn(["nginx", "-p", prefix, "-c", f"{prefix}/nginx.conf", "-e", f"{prefix}/error.log"], name + ".log")
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

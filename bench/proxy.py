@@ -44,16 +44,6 @@ paths = {"1k": "/1k.txt", "200k": "/src/big.js"}
 P = {k: free_port() for k in ["vite", "fast", "sup_vite", "sup_fast", "ngx_vite", "ngx_fast", "ngx1_vite", "ngx1_fast", "node_vite", "node_fast"]}
 
 
-def nginx(conf, name, **vars):
-    prefix = f"{WORK}/{name}"
-    os.makedirs(prefix)
-    text = open(os.path.join(ROOT, "bench", conf)).read().replace("@PREFIX@", prefix)
-    for k, v in vars.items():
-        text = text.replace(f"@{k}@", str(v))
-    open(f"{prefix}/nginx.conf", "w").write(text)
-    return spawn(["nginx", "-p", prefix, "-c", f"{prefix}/nginx.conf", "-e", f"{prefix}/error.log"], name + ".log")
-
-
 log("proxy: starting the upstreams and the proxies")
 fast = nginx("nginx-static.conf", "nginx-static", PORT=P["fast"], ROOT=static)
 vite_cmd = json.dumps([f"{app}/node_modules/.bin/vite", "--config", "vite.bench.config.ts", "--host", "127.0.0.1",
