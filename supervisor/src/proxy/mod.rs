@@ -1,8 +1,8 @@
 //! The reverse proxy of port 3000: HTTP/1.1 with keep-alive upstream connections (each
-//! public connection keeps its own, [`OwnUpstream`], spoken to by the proxy's own client
-//! for requests without a body, [`h1`]) and streamed bodies, WebSocket upgrades spliced
-//! byte for byte (subprotocol and query intact), and a "starting" answer while the
-//! upstream service is not ready.
+//! public connection keeps its own, [`OwnUpstream`], spoken to by the proxy's own
+//! HTTP/1.1 client, [`h1`]) and streamed bodies, WebSocket upgrades spliced byte for byte
+//! through hyper's client (subprotocol and query intact), and a "starting" answer while
+//! the upstream service is not ready.
 
 mod h1;
 mod headers;
@@ -55,7 +55,7 @@ static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 pub const POOL_IDLE: Duration = Duration::from_secs(4);
 
 /// Whether the request has no body (no bytes, no `Transfer-Encoding`, no `Content-Length`
-/// but 0): such a request goes through the proxy's own client ([`h1`]).
+/// but 0): it is sent as its head alone, and may be sent twice (see [`idempotent`]).
 fn bodyless(parts: &axum::http::request::Parts, body: &Body) -> bool {
     hyper::body::Body::is_end_stream(body)
         && !parts.headers.contains_key(header::TRANSFER_ENCODING)
