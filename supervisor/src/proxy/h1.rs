@@ -554,8 +554,23 @@ impl hyper::body::Body for UpBody {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// An upstream at the returned address that reads one request, writes `raw`, keeps the
+    /// connection for `hold` (reading nothing more), then closes it.
+    pub(in crate::proxy) async fn one_answer(raw: &'static [u8], hold: std::time::Duration) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let _ = s.read(&mut [0u8; 4096]).await;
+            s.write_all(raw).await.unwrap();
+            tokio::time::sleep(hold).await;
+        });
+        addr
+    }
 
     fn parse(raw: &str) -> Result<Option<Head>, Error> {
         parse_head(&mut BytesMut::from(raw))
@@ -573,10 +588,10 @@ mod tests {
         assert!(!keep, "HTTP/1.0 without keep-alive");
         assert!(matches!(parse("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"), Ok(Some(Head::Informational))));
         assert!(matches!(parse("HTTP/1.1 200 OK\r\nContent-Le"), Ok(None)), "incomplete");
-        assert!(matches!(parse("HTTP/1.1 101 Switching Protocols\r\n\r\n"), Err(_)));
-        assert!(matches!(parse("HTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n"), Err(_)));
+        assert!(parse("HTTP/1.1 101 Switching Protocols\r\n\r\n").is_err());
+        assert!(parse("HTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n").is_err());
         let many = format!("HTTP/1.1 200 OK\r\n{}\r\n", "X: 1\r\n".repeat(MAX_HEADERS + 1));
-        assert!(matches!(parse(&many), Err(_)), "too many headers");
+        assert!(parse(&many).is_err(), "too many headers");
     }
 
     #[test]
@@ -594,9 +609,9 @@ mod tests {
         assert!(matches!(framing(&h(&[]), StatusCode::NOT_MODIFIED, false), Ok(Framing::Done)));
         assert!(matches!(framing(&h(&[("content-length", "0")]), ok, false), Ok(Framing::Done)));
         assert!(matches!(framing(&h(&[("content-length", "5, 5")]), ok, false), Ok(Framing::Length(5))));
-        assert!(matches!(framing(&h(&[("content-length", "5"), ("content-length", "6")]), ok, false), Err(_)));
-        assert!(matches!(framing(&h(&[("content-length", "-1")]), ok, false), Err(_)));
-        assert!(matches!(framing(&h(&[("content-length", "+5")]), ok, false), Err(_)));
+        assert!(framing(&h(&[("content-length", "5"), ("content-length", "6")]), ok, false).is_err());
+        assert!(framing(&h(&[("content-length", "-1")]), ok, false).is_err());
+        assert!(framing(&h(&[("content-length", "+5")]), ok, false).is_err());
         assert!(matches!(framing(&h(&[("transfer-encoding", "gzip, chunked"), ("content-length", "5")]), ok, false), Ok(Framing::Chunked(_))));
         assert!(matches!(framing(&h(&[("transfer-encoding", "chunked, gzip")]), ok, false), Ok(Framing::Close)));
         assert!(matches!(framing(&h(&[]), ok, false), Ok(Framing::Close)));
@@ -660,15 +675,7 @@ mod tests {
     async fn a_body_cut_short_is_an_error_and_a_close_delimited_one_is_not() {
         use http_body_util::BodyExt;
         for (raw, complete) in [(&b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"[..], false), (&b"HTTP/1.1 200 OK\r\n\r\nabc"[..], true)] {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = l.local_addr().unwrap();
-            tokio::spawn(async move {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let (mut s, _) = l.accept().await.unwrap();
-                let _ = s.read(&mut [0u8; 1024]).await;
-                s.write_all(raw).await.unwrap();
-                // dropped: closed
-            });
+            let addr = one_answer(raw, std::time::Duration::ZERO).await;
             let conn = Conn::new(TcpStream::connect(addr).await.unwrap(), 1, 0);
             let (_, body) = conn.send(b"GET / HTTP/1.1\r\n\r\n", None, false).await.ok().unwrap();
             assert_eq!(body.keep_alive, !complete, "a close-delimited body never keeps its connection");
@@ -698,16 +705,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_before_the_whole_body_is_taken_and_the_connection_not_kept() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (mut s, _) = l.accept().await.unwrap();
-            let _ = s.read(&mut [0u8; 1024]).await;
-            s.write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\n\r\nbig!").await.unwrap();
-            // Keeps the connection open and reads nothing more: the proxy must not wait for the body.
-            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
-        });
+        // Keeps the connection open and reads nothing more: the proxy must not wait for the body.
+        let addr = one_answer(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\n\r\nbig!", std::time::Duration::from_secs(30)).await;
         // 256 MiB: far more than the socket buffers hold.
         let chunks = futures_util::stream::iter((0..4096).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; 64 << 10]))));
         let body = Outgoing::new(axum::body::Body::from_stream(chunks), true);

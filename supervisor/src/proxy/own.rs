@@ -244,15 +244,7 @@ mod tests {
     #[tokio::test]
     async fn a_kept_connection_the_upstream_closes_while_idle_is_closed_too() {
         // An upstream that answers one request, keeps the connection a moment, then closes it.
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (mut s, _) = l.accept().await.unwrap();
-            let _ = s.read(&mut [0u8; 4096]).await;
-            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await.unwrap();
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        });
+        let addr = super::super::h1::tests::one_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", std::time::Duration::from_millis(100)).await;
         let up = Upstream::new(&addr.to_string());
         let own = OwnUpstream::new([127, 0, 0, 1].into());
         own.clone()
