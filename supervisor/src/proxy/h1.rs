@@ -107,8 +107,8 @@ impl Conn {
     /// Sends `head` (a complete request head) and `body` (framed as the head says), and
     /// reads the answer's head. The body is written while the answer is awaited, and after
     /// the answer's head has come, while its body is read ([`UpBody`]); the connection is
-    /// kept only if the request body was all written before the answer ended. `head_request`: the request is a `HEAD`
-    /// (its answer has no body whatever it says).
+    /// kept only if the request body was all written before the answer ended.
+    /// `head_request`: the request is a `HEAD` (its answer has no body whatever it says).
     pub async fn send(mut self, head: &[u8], body: Option<Outgoing>, head_request: bool) -> Result<(axum::http::response::Parts, UpBody), Error> {
         if let Err(e) = self.io.write_all(head).await {
             return Err(if closed(&e) { Error::Closed(e.to_string()) } else { Error::Other(e.to_string()) });
@@ -117,17 +117,11 @@ impl Conn {
         let mut write_failed: Option<io::Error> = None;
         let mut got_bytes = false;
         let (parts, keep_alive) = std::future::poll_fn(|cx| {
-            if let Some(o) = out.as_mut() {
-                match o.poll_write(cx, &mut self.io) {
-                    Poll::Ready(Ok(())) => out = None,
-                    // Written no further; the answer may still be there to read.
-                    Poll::Ready(Err(OutError::Write(e))) => {
-                        out = None;
-                        write_failed = Some(e);
-                    }
-                    Poll::Ready(Err(OutError::Body(e))) => return Poll::Ready(Err(Error::Other(format!("request body: {e}")))),
-                    Poll::Pending => {}
-                }
+            match Outgoing::push(&mut out, cx, &mut self.io) {
+                // Written no further; the answer may still be there to read.
+                Some(OutError::Write(e)) => write_failed = Some(e),
+                Some(OutError::Body(e)) => return Poll::Ready(Err(Error::Other(format!("request body: {e}")))),
+                None => {}
             }
             loop {
                 if !self.buf.is_empty() {
@@ -190,6 +184,17 @@ impl Outgoing {
     /// `body`, chunked or not (as its head says).
     pub fn new(body: axum::body::Body, chunked: bool) -> Self {
         Outgoing { body, chunked, pieces: Default::default(), ended: false }
+    }
+
+    /// Writes what of `out` can be written now; `out` becomes `None` once it is all
+    /// written or has failed (the failure is returned).
+    fn push(out: &mut Option<Self>, cx: &mut Context<'_>, io: &mut TcpStream) -> Option<OutError> {
+        let result = match out.as_mut()?.poll_write(cx, io) {
+            Poll::Pending => return None,
+            Poll::Ready(r) => r.err(),
+        };
+        *out = None;
+        result
     }
 
     /// Writes what can be written now; ready once the whole body is written.
@@ -296,8 +301,9 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
         let value = HeaderValue::from_maybe_shared(head.slice(range)).map_err(|_| Error::Other(format!("bad value of header {name} from upstream")))?;
         headers.append(name, value);
     }
-    let close = headers.get_all(header::CONNECTION).iter().any(|v| has_token(v, "close"));
-    let mut keep_alive = if http11 { !close } else { headers.get_all(header::CONNECTION).iter().any(|v| has_token(v, "keep-alive")) && !close };
+    let says = |token| headers.get_all(header::CONNECTION).iter().any(|v| has_token(v, token));
+    // HTTP/1.1 keeps the connection unless told otherwise; HTTP/1.0 only when told to.
+    let mut keep_alive = !says("close") && (http11 || says("keep-alive"));
     if headers.contains_key(header::TRANSFER_ENCODING) {
         // RFC 9112 §6.1 and §6.3: Transfer-Encoding overrides a Content-Length, which a
         // forwarder must remove, and either conflict, or one in an HTTP/1.0 answer, makes the
@@ -445,17 +451,10 @@ impl hyper::body::Body for UpBody {
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            if let Some(o) = this.out.as_mut() {
-                match o.poll_write(cx, &mut conn.io) {
-                    Poll::Ready(Ok(())) => this.out = None,
-                    // The upstream stopped reading, or the client's body broke off: written
-                    // no further, and the connection is not kept (`finish_if_done`).
-                    Poll::Ready(Err(_)) => {
-                        this.out = None;
-                        this.keep_alive = false;
-                    }
-                    Poll::Pending => {}
-                }
+            // The upstream stopped reading, or the client's body broke off: written no
+            // further, and the connection is not kept.
+            if Outgoing::push(&mut this.out, cx, &mut conn.io).is_some() {
+                this.keep_alive = false;
             }
             // What the buffer holds: a data frame, a framing step, or a need for more bytes.
             match &mut this.framing {
@@ -693,12 +692,8 @@ pub(super) mod tests {
 
     #[tokio::test]
     async fn a_close_before_any_answer_is_told_apart() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (s, _) = l.accept().await.unwrap();
-            drop(s);
-        });
+        // Reads the request, answers nothing, closes.
+        let addr = one_answer(b"", std::time::Duration::ZERO).await;
         let conn = Conn::new(TcpStream::connect(addr).await.unwrap(), 1, 0);
         assert!(matches!(conn.send(b"GET / HTTP/1.1\r\n\r\n", None, false).await, Err(Error::Closed(_))));
     }

@@ -54,12 +54,11 @@ static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 /// Playwright MCP), so a request is never written onto a connection Node is closing.
 pub const POOL_IDLE: Duration = Duration::from_secs(4);
 
-/// Whether the request has no body (no bytes, no `Transfer-Encoding`, no `Content-Length`
-/// but 0): it is sent as its head alone, and may be sent twice (see [`idempotent`]).
+/// Whether the request has no body (no bytes, and no `Content-Length` but 0; it is asked
+/// after the hop-by-hop headers, `Transfer-Encoding` among them, are gone): it is sent as
+/// its head alone, and may be sent twice (see [`idempotent`]).
 fn bodyless(parts: &axum::http::request::Parts, body: &Body) -> bool {
-    hyper::body::Body::is_end_stream(body)
-        && !parts.headers.contains_key(header::TRANSFER_ENCODING)
-        && parts.headers.get(header::CONTENT_LENGTH).is_none_or(|v| v.as_bytes() == b"0")
+    hyper::body::Body::is_end_stream(body) && parts.headers.get(header::CONTENT_LENGTH).is_none_or(|v| v.as_bytes() == b"0")
 }
 
 /// Whether a request may be sent twice: GET, HEAD or OPTIONS (and it has no body).
