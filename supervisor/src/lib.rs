@@ -44,6 +44,7 @@ pub mod resume;
 pub mod run;
 pub mod server;
 pub mod sse;
+pub mod stdio;
 pub mod sysstats;
 pub mod untrusted;
 

@@ -1,4 +1,5 @@
-//! The supervisor's own log: `tracing` to stderr through a non-blocking writer,
+//! The supervisor's own log: `tracing` to stderr through a non-blocking writer (a
+//! thread that writes to [`crate::stdio::stderr`], which waits out a full pipe),
 //! filtered by `RUST_LOG` (default `info`), as text or JSON.
 
 use tracing_subscriber::EnvFilter;
@@ -24,7 +25,7 @@ pub fn init(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .buffered_lines_limit(LOG_QUEUE_LINES)
         .lossy(true)
-        .finish(std::io::stderr());
+        .finish(crate::stdio::stderr());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_target(false).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {

@@ -200,11 +200,10 @@ fn echo(name: &str, text: &str) {
         std::thread::Builder::new()
             .name("stdout-echo".into())
             .spawn(move || {
-                let out = std::io::stdout();
+                // Not std's stdout: see crate::stdio for why a write must wait out EAGAIN.
+                let mut out = crate::stdio::stdout();
                 for line in rx {
-                    let mut o = out.lock();
-                    let _ = o.write_all(line.as_bytes());
-                    let _ = o.flush();
+                    let _ = out.write_all(line.as_bytes());
                     q.fetch_sub(line.len(), Ordering::Relaxed);
                 }
             })

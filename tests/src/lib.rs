@@ -300,6 +300,16 @@ fn runner_alive(tag: &str) -> bool {
     }
 }
 
+/// The status flags of this test binary's stdout (O_NONBLOCK among them). A child that
+/// shares that pipe can change them for everyone on it: Node makes an inherited pipe
+/// non-blocking and leaves it so when killed, and libtest then dies mid-run (exit 101,
+/// nothing printed) on the first EAGAIN of a later test binary that writes a lot.
+pub fn runner_output_flags() -> nix::fcntl::OFlag {
+    use std::os::fd::AsFd;
+    let bits = nix::fcntl::fcntl(std::io::stdout().as_fd(), nix::fcntl::FcntlArg::F_GETFL).expect("F_GETFL on stdout");
+    nix::fcntl::OFlag::from_bits_truncate(bits)
+}
+
 /// A free TCP port on 127.0.0.1 (for test services that need one), never one this test
 /// process handed out before: the kernel may give a just-released ephemeral port again, and
 /// a test's service port must not come back as its stack's listen port.

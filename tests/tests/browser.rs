@@ -240,16 +240,20 @@ fn checks_follow_edits_of_the_app_and_recover_after_each_revert() -> anyhow::Res
 struct Agent {
     child: ChildGuard,
     out: std::io::BufReader<std::process::ChildStdout>,
+    /// Its stderr: a file of its own, never the runner's. Node turns an inherited pipe
+    /// non-blocking and, killed, leaves it so for every later test binary on that pipe.
+    err: std::fs::File,
 }
 
 impl Agent {
     fn start(p: &Prod) -> anyhow::Result<Agent> {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &p.ns.name, "node"]).arg(repo_root().join("tests/js/mcp-agent.mjs")).args(["--url", "http://127.0.0.1:3001/mcp"]);
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let err = tempfile::tempfile()?;
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(err.try_clone()?);
         let mut child = ChildGuard::spawn(&mut cmd)?;
         let out = std::io::BufReader::new(child.child().stdout.take().unwrap());
-        let mut a = Agent { child, out };
+        let mut a = Agent { child, out, err };
         let first = a.line()?;
         anyhow::ensure!(first["ready"] == true, "{first}");
         Ok(a)
@@ -257,7 +261,11 @@ impl Agent {
     fn line(&mut self) -> anyhow::Result<Value> {
         let mut l = String::new();
         self.out.read_line(&mut l)?;
-        anyhow::ensure!(!l.is_empty(), "mcp-agent.mjs ended");
+        if l.is_empty() {
+            let mut err = String::new();
+            let _ = std::io::Seek::rewind(&mut self.err).and_then(|_| std::io::Read::read_to_string(&mut self.err, &mut err));
+            anyhow::bail!("mcp-agent.mjs ended; its stderr:\n{err}");
+        }
         Ok(serde_json::from_str(&l)?)
     }
     fn call(&mut self, tool: &str, args: Value) -> anyhow::Result<String> {
@@ -287,6 +295,7 @@ fn tab_list(answer: &str) -> &str {
 
 #[test]
 fn the_agents_page_is_untouched_and_its_console_reaches_the_event_stream() -> anyhow::Result<()> {
+    let output_flags = runner_output_flags();
     let p = start_prod()?;
     let mut agent = Agent::start(&p)?;
     agent.call("browser_navigate", serde_json::json!({"url": "http://localhost:3000/?agent=1"}))?;
@@ -349,6 +358,9 @@ fn the_agents_page_is_untouched_and_its_console_reaches_the_event_stream() -> an
     let first = again.next(Duration::from_secs(10))?.expect("a replayed event");
     assert_eq!(first.id.as_deref(), Some(id.to_string().as_str()), "{first:?}");
     assert!(first.data.contains("agent-marker-7f3a"));
+    // The agent (Node, killed by its guard) left the runner's own output as it found it.
+    drop(agent);
+    assert_eq!(runner_output_flags(), output_flags, "the test runner's stdout status flags changed");
     Ok(())
 }
 
