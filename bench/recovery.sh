@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 bench_init "${1:-}"
 rounds="${ROUNDS:-10}"
-services="${SERVICES:-vite chromium playwright-mcp}"
+services="${SERVICES:-vite chromium playwright-mcp acp}"
 
 exec 9>/tmp/sup-fixed-ports.lock
 flock 9
