@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Each Node service's own start → ready, alone on the machine, with and without a warm
 Node compile cache (NODE_COMPILE_CACHE), and Vite also with `--configLoader native`: the
-ways into Vite's and MCP's recovery that bench/NOTES.md reports as tried. Prints figures,
+ways into the services' start (boot, recovery) that bench/NOTES.md reports as tried. Prints figures,
 asserts nothing, records nothing (not part of bench/run.sh).
 
-Legs, alternating per round: `plain`; `cache` (a cache warmed by one run stopped with
-SIGTERM, the only way Node writes it: a process killed before it exits never does);
+Legs, alternating per round: `plain` (NODE_COMPILE_CACHE empty: off); `cache` (a cache
+warmed by one run stopped with SIGTERM: Node writes it only on a clean exit);
 `cold-cache` (NODE_COMPILE_CACHE set but never written, as after crashes only); Vite's
-`native-config`. Every measured run ends in SIGKILL, so nothing is written during them.
+`native-config`. Every measured run ends in SIGKILL to each process group under it (the
+ACP agent has its own), so nothing is written during them.
 Ports 5174, 3011, 3012 (not the stack's). Usage: bench/node-start.py [vite mcp acp]
 Env: ROUNDS (5), SUPERVISOR_BIN (for `supervisor acp`)."""
 
@@ -49,7 +50,19 @@ def start(name, env, extra=(), graceful=False):
     if graceful:
         stop(p)
     else:
-        os.killpg(p.pid, signal.SIGKILL)
+        # Every group under it: the agent runs in a group of its own under `supervisor acp`
+        # and, left alone, would exit cleanly on its closed stdin (writing the cache).
+        groups = set()
+        for d in descendants(p.pid):
+            try:
+                groups.add(os.getpgid(d))
+            except ProcessLookupError:
+                pass
+        for g in groups:
+            try:
+                os.killpg(g, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         stop(p)
     return ms
 
@@ -66,9 +79,9 @@ for name in sys.argv[1:] or ["vite", "mcp", "acp"]:
     warm, cold = f"{WORK}/cache-{name}", f"{WORK}/cold-{name}"
     start(name, {"NODE_COMPILE_CACHE": warm}, graceful=True)
     log(f"{name}: the warm cache holds {files(warm)} files")
-    legs = {"plain": ({}, ()), "cache": ({"NODE_COMPILE_CACHE": warm}, ()), "cold-cache": ({"NODE_COMPILE_CACHE": cold}, ())}
+    legs = {"plain": ({"NODE_COMPILE_CACHE": ""}, ()), "cache": ({"NODE_COMPILE_CACHE": warm}, ()), "cold-cache": ({"NODE_COMPILE_CACHE": cold}, ())}
     if name == "vite":
-        legs["native-config"] = ({}, ("--configLoader", "native"))
+        legs["native-config"] = ({"NODE_COMPILE_CACHE": ""}, ("--configLoader", "native"))
     ms = {leg: [] for leg in legs}
     for rnd, order in alternate(list(legs), ROUNDS if "ROUNDS" in os.environ else 5):
         for leg in order:

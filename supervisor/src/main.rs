@@ -76,7 +76,9 @@ fn main() {
             single_thread_runtime().block_on(async {
                 run::run(cfg, reloader).await.unwrap_or_else(|e| {
                     tracing::error!("{e:#}");
-                    eprintln!("error: {e:#}");
+                    // One write, as the log thread's are (not eprintln!'s several, which
+                    // could interleave with its line and panic on a non-blocking stderr).
+                    let _ = std::io::Write::write_all(&mut supervisor::stdio::stderr(), format!("error: {e:#}\n").as_bytes());
                     1
                 })
             })

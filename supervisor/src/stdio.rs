@@ -74,8 +74,9 @@ mod tests {
 
     fn pipe() -> (std::fs::File, OwnedFd) {
         let mut fds = [0; 2];
-        // SAFETY: fds has room for the two descriptors pipe(2) returns.
-        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: fds has room for the two descriptors pipe2(2) returns. CLOEXEC: a child
+        // started meanwhile by another test must not hold an end open.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
         // SAFETY: both were just opened and are owned here alone.
         unsafe { (std::fs::File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
     }

@@ -300,14 +300,16 @@ fn runner_alive(tag: &str) -> bool {
     }
 }
 
-/// The status flags of this test binary's stdout (O_NONBLOCK among them). A child that
-/// shares that pipe can change them for everyone on it: Node makes an inherited pipe
-/// non-blocking and leaves it so when killed, and libtest then dies mid-run (exit 101,
-/// nothing printed) on the first EAGAIN of a later test binary that writes a lot.
-pub fn runner_output_flags() -> nix::fcntl::OFlag {
+/// The status flags of this test binary's stdout and stderr (O_NONBLOCK among them). A
+/// child that shares such a pipe can change them for everyone on it: Node makes an
+/// inherited pipe non-blocking and leaves it so when killed, and libtest then dies mid-run
+/// (exit 101, nothing printed) on the first EAGAIN of a later test binary that writes a lot.
+pub fn runner_output_flags() -> [nix::fcntl::OFlag; 2] {
     use std::os::fd::AsFd;
-    let bits = nix::fcntl::fcntl(std::io::stdout().as_fd(), nix::fcntl::FcntlArg::F_GETFL).expect("F_GETFL on stdout");
-    nix::fcntl::OFlag::from_bits_truncate(bits)
+    let flags = |fd: std::os::fd::BorrowedFd| {
+        nix::fcntl::OFlag::from_bits_truncate(nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).expect("F_GETFL"))
+    };
+    [flags(std::io::stdout().as_fd()), flags(std::io::stderr().as_fd())]
 }
 
 /// A free TCP port on 127.0.0.1 (for test services that need one), never one this test

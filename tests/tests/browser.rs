@@ -360,7 +360,7 @@ fn the_agents_page_is_untouched_and_its_console_reaches_the_event_stream() -> an
     assert!(first.data.contains("agent-marker-7f3a"));
     // The agent (Node, killed by its guard) left the runner's own output as it found it.
     drop(agent);
-    assert_eq!(runner_output_flags(), output_flags, "the test runner's stdout status flags changed");
+    assert_eq!(runner_output_flags(), output_flags, "the test runner's stdout or stderr status flags changed");
     Ok(())
 }
 
