@@ -103,6 +103,9 @@ SIZE=$(podman image inspect --format '{{.Size}}' "$IMAGE")
 DEPS=/app/node_modules/.vite/deps/_metadata.json
 deps_sum=$(podman run --rm --network=none --entrypoint sha256sum "$IMAGE" "$DEPS" | cut -d' ' -f1) && [ -n "$deps_sum" ] ||
   fail "no pre-bundled Vite dependencies ($DEPS) in the image"
+# image/warm-agent-cache.sh ran the agent with a throwaway HOME: nothing of it in user's.
+podman run --rm --network=none --entrypoint sh "$IMAGE" -c 'test ! -e /home/user/.claude.json && test ! -e /home/user/.claude' ||
+  fail "the agent's warm-up left its first-start state (~/.claude.json, ~/.claude) in /home/user"
 ok "image build" "$(( $(date +%s) - t )) s; image $(awk -v b="$SIZE" 'BEGIN { printf "%.2f GB", b / 1e9 }') ($SIZE bytes)"
 
 step="no build CA in image"
@@ -163,6 +166,18 @@ users=$(in_ctr ps -o user= -p "$(jq -r '[.services[].pid] | map(tostring) | join
 [ "$users" = "user " ] || fail "services run as: $users (expected user)"
 [ "$(jq -r .port_guard.active <<<"$st")" = true ] || fail "port guard not active: $(jq -c .port_guard <<<"$st")"
 ok services "$(jq -r '[.services[].name] | join(", ")' <<<"$st") ready as user; port guard active, allowing only $(jq -c .port_guard.allow <<<"$st") besides the listen port"
+
+step="agent compile cache"
+# image/warm-agent-cache.sh warmed it at build time; `supervisor acp` hands it to the agent.
+CACHE=/home/user/.cache/node-compile-cache
+agent=$(in_ctr pgrep -o -f '^node .*claude-agent-acp') || fail "no claude-agent-acp process"
+# As user: the container's root may not read another uid's /proc/PID/environ.
+podman exec -u user "$NAME" sh -c "tr '\\0' '\\n' < /proc/$agent/environ" | grep -qx "NODE_COMPILE_CACHE=$CACHE" ||
+  fail "the agent (pid $agent) runs without NODE_COMPILE_CACHE=$CACHE"
+files=$(in_ctr find "$CACHE" -type f | wc -l)
+[ "$files" -gt 0 ] || fail "$CACHE is empty"
+[ "$(in_ctr stat -c %U:%a "$CACHE")" = user:700 ] || fail "$CACHE is $(in_ctr stat -c %U:%a "$CACHE"), expected user:700"
+ok "$step" "the agent (pid $agent) runs with $CACHE: $files files, user:700"
 
 step=memory
 # Every process of the container, read with the host's root (a container's root may not read

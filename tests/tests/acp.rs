@@ -136,6 +136,33 @@ fn killing_the_agent_fails_pending_requests_and_the_service_comes_back() -> anyh
     Ok(())
 }
 
+/// The agent's `NODE_COMPILE_CACHE`, if any (from /proc/PID/environ).
+fn agent_compile_cache(url: &str) -> anyhow::Result<Option<String>> {
+    let pid: i32 = client(url, "pid", None)?["chunks"][0].as_str().unwrap().trim_start_matches("PID:").parse()?;
+    let environ = std::fs::read(format!("/proc/{pid}/environ"))?;
+    Ok(environ.split(|&b| b == 0).find_map(|v| String::from_utf8_lossy(v).strip_prefix("NODE_COMPILE_CACHE=").map(str::to_string)))
+}
+
+#[test]
+fn the_agent_gets_its_compile_cache_only_once_it_is_warm() -> anyhow::Result<()> {
+    let agent = fake_agent();
+    let (s, port) = acp_stack(&["node", &agent], r#"env = { HOME = "{DIR}/home" }"#)?;
+    let url = format!("http://127.0.0.1:{port}/acp");
+    // {DIR}/home does not exist yet: no cache, so none is handed over (an empty one only costs).
+    assert_eq!(agent_compile_cache(&url)?, None);
+    let cache = s.path().join("home/.cache/node-compile-cache");
+    std::fs::create_dir_all(&cache)?;
+    std::fs::set_permissions(&cache, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    assert!(s.ctl(&["restart", "acp"]).status.success());
+    s.wait_service("acp", T, "restarted", |v| v["restarts"] == 1 && v["state"] == "ready")?;
+    assert_eq!(agent_compile_cache(&url)?, None, "an empty cache directory is not handed over");
+    std::fs::create_dir(cache.join("v24-x64-warm"))?;
+    assert!(s.ctl(&["restart", "acp"]).status.success());
+    s.wait_service("acp", T, "restarted", |v| v["restarts"] == 2 && v["state"] == "ready")?;
+    assert_eq!(agent_compile_cache(&url)?.as_deref(), Some(cache.to_str().unwrap()), "a warm one is");
+    Ok(())
+}
+
 #[test]
 fn claude_agent_acp_starts_and_answers_initialize_offline() -> anyhow::Result<()> {
     let bin = repo_root().join("opt/node_modules/.bin/claude-agent-acp");

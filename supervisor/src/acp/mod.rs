@@ -41,6 +41,11 @@ pub async fn run(opts: AcpOptions) -> anyhow::Result<i32> {
         // claude-agent-acp refuses its bypass-permissions mode as root unless told it is sandboxed.
         cmd.env("IS_SANDBOX", "1");
     }
+    if std::env::var_os("NODE_COMPILE_CACHE").is_none() {
+        if let Some(dir) = warm_compile_cache(std::env::var_os("HOME").map(PathBuf::from)) {
+            cmd.env("NODE_COMPILE_CACHE", dir);
+        }
+    }
     let mut child = cmd.spawn().map_err(|e| anyhow::anyhow!("cannot start the agent {:?}: {e}", opts.agent[0]))?;
     let pid = child.id().ok_or_else(|| anyhow::anyhow!("the agent exited before it could be watched"))? as i32;
     tracing::info!(pid, agent = %opts.agent[0], "agent started");
@@ -115,4 +120,54 @@ async fn stop_agent(pgid: i32, child: &mut tokio::process::Child) {
         let _ = child.wait().await;
     }
     let _ = killpg(g, Signal::SIGKILL);
+}
+
+/// Node's compile cache for the agent, `$HOME/.cache/node-compile-cache`, but only when it
+/// is already warm: a real directory (not a symlink) of our own uid that no one else may
+/// write, and not empty (image/Dockerfile warms it; image/warm-agent-cache.sh). Left alone
+/// when the service's env sets `NODE_COMPILE_CACHE` itself.
+///
+/// Why: the agent's start alone is 864 → 644 ms with the cache warm (bench/node-start.py),
+/// and it restarts on the path of the first prompt after each resume (the API key
+/// arrives). Why only when warm: Node writes the cache only when a process exits cleanly,
+/// and an agent that crashed or was killed never does; a cache that is set but empty makes
+/// every start pay for producing it (SIGKILL → ready 830–906 → 946–1,022 ms through the
+/// stack, bench/NOTES.md). Why not a shared /tmp name: another uid could plant code there.
+fn warm_compile_cache(home: Option<PathBuf>) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = home?.join(".cache/node-compile-cache");
+    let meta = std::fs::symlink_metadata(&dir).ok()?;
+    let ours = meta.is_dir() && meta.uid() == nix::unistd::geteuid().as_raw() && meta.mode() & 0o022 == 0;
+    (ours && std::fs::read_dir(&dir).ok()?.next().is_some()).then_some(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::warm_compile_cache;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_agent_gets_only_a_warm_compile_cache_of_its_own() {
+        let d = tempfile::tempdir().unwrap();
+        let home = d.path().to_path_buf();
+        let dir = home.join(".cache/node-compile-cache");
+        assert_eq!(warm_compile_cache(Some(home.clone())), None, "no cache directory");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(warm_compile_cache(Some(home.clone())), None, "an empty one: it would only cost");
+        std::fs::create_dir(dir.join("v24-x64")).unwrap();
+        assert_eq!(warm_compile_cache(Some(home.clone())), Some(dir.clone()), "a warm one");
+        assert_eq!(warm_compile_cache(None), None, "no HOME");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert_eq!(warm_compile_cache(Some(home.clone())), None, "one anyone may write");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let other = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(other.path().join(".cache")).unwrap();
+        std::os::unix::fs::symlink(&dir, other.path().join(".cache/node-compile-cache")).unwrap();
+        assert_eq!(warm_compile_cache(Some(other.path().to_path_buf())), None, "a symlink to one");
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
+            assert_eq!(warm_compile_cache(Some(home)), None, "another uid's");
+        }
+    }
 }
