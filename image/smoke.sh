@@ -172,8 +172,8 @@ step="agent compile cache"
 CACHE=/home/user/.cache/node-compile-cache
 agent=$(in_ctr pgrep -o -f '^node .*claude-agent-acp') || fail "no claude-agent-acp process"
 # As user: the container's root may not read another uid's /proc/PID/environ.
-podman exec -u user "$NAME" sh -c "tr '\\0' '\\n' < /proc/$agent/environ" | grep -qx "NODE_COMPILE_CACHE=$CACHE" ||
-  fail "the agent (pid $agent) runs without NODE_COMPILE_CACHE=$CACHE"
+agent_env=$(podman exec -u user "$NAME" sh -c "tr '\\0' '\\n' < /proc/$agent/environ") || fail "cannot read the agent's environment"
+grep -qx "NODE_COMPILE_CACHE=$CACHE" <<<"$agent_env" || fail "the agent (pid $agent) runs without NODE_COMPILE_CACHE=$CACHE"
 files=$(in_ctr find "$CACHE" -type f | wc -l)
 [ "$files" -gt 0 ] || fail "$CACHE is empty"
 [ "$(in_ctr stat -c %U:%a "$CACHE")" = user:700 ] || fail "$CACHE is $(in_ctr stat -c %U:%a "$CACHE"), expected user:700"

@@ -6,11 +6,12 @@
 # each resume waits for one (the API key arrives, the agent restarts). Node writes the
 # cache only when a process exits cleanly, and the snapshot is taken with the agent
 # running, so without this step the VM's agent would never start warm.
-# Runs the agent once under `supervisor acp`, offline (it answers initialize without an API
-# key), until /health is 200, then stops it with SIGTERM and checks the cache was written.
+# Runs the agent once under `supervisor acp`, without an API key (it answers initialize
+# without one), until /health is 200, then stops it with SIGTERM and checks that cache
+# files were written. Fails the build, loudly, on anything else.
 set -eu
 if [ "$(id -u)" = 0 ]; then
-  exec runuser -u user -- env HOME=/home/user "$0" "$@"
+  exec runuser -u user -- env HOME=/home/user sh "$0" "$@"
 fi
 cache="$HOME/.cache/node-compile-cache"
 mkdir -p "$cache"
@@ -22,17 +23,22 @@ trap 'rm -rf "$scratch"' EXIT
 HOME="$scratch" NODE_COMPILE_CACHE="$cache" supervisor acp --listen 127.0.0.1:3099 --cwd /app -- \
   /opt/supervisor/node_modules/.bin/claude-agent-acp &
 pid=$!
-tries=0
+give_up() {
+  echo "warm-agent-cache: $1" >&2
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  exit 1
+}
+deadline=$(($(date +%s) + 60))
 until curl -fsS -o /dev/null --max-time 2 http://127.0.0.1:3099/health; do
-  tries=$((tries + 1))
-  if [ "$tries" -ge 600 ]; then
-    kill "$pid"
-    echo "warm-agent-cache: the agent did not answer /health within 60 s" >&2
-    exit 1
-  fi
+  kill -0 "$pid" 2>/dev/null || give_up "supervisor acp exited before the agent was healthy (port 3099 taken?)"
+  [ "$(date +%s)" -lt "$deadline" ] || give_up "the agent did not answer /health within 60 s"
   sleep 0.1
 done
 kill -TERM "$pid"
 wait "$pid" || true
-[ -n "$(find "$cache" -type f | head -1)" ] || { echo "warm-agent-cache: no compile cache was written" >&2; exit 1; }
+# Node puts its files one level down (<version>-<arch>-…/); that directory alone is made
+# at start, so it says nothing: a regular file with content does.
+[ -n "$(find "$cache" -mindepth 2 -maxdepth 2 -type f -size +0 | head -1)" ] ||
+  { echo "warm-agent-cache: no compile cache was written (was /health someone else's?)" >&2; exit 1; }
 echo "warm-agent-cache: $(find "$cache" -type f | wc -l) files in $cache"

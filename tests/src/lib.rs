@@ -427,6 +427,8 @@ impl Stack {
         };
         cmd.args(&opts.args)
             .env(TAG_VAR, &tag)
+            // Hermetic: the supervisor decides which service gets a compile cache.
+            .env_remove("NODE_COMPILE_CACHE")
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .envs(opts.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

@@ -156,9 +156,14 @@ fn the_agent_gets_its_compile_cache_only_once_it_is_warm() -> anyhow::Result<()>
     assert!(s.ctl(&["restart", "acp"]).status.success());
     s.wait_service("acp", T, "restarted", |v| v["restarts"] == 1 && v["state"] == "ready")?;
     assert_eq!(agent_compile_cache(&url)?, None, "an empty cache directory is not handed over");
+    // What Node makes at start alone (its versioned directory) is not warm either.
     std::fs::create_dir(cache.join("v24-x64-warm"))?;
     assert!(s.ctl(&["restart", "acp"]).status.success());
     s.wait_service("acp", T, "restarted", |v| v["restarts"] == 2 && v["state"] == "ready")?;
+    assert_eq!(agent_compile_cache(&url)?, None, "a cache directory without a cache file is not handed over");
+    std::fs::write(cache.join("v24-x64-warm/0a1b"), "compiled")?;
+    assert!(s.ctl(&["restart", "acp"]).status.success());
+    s.wait_service("acp", T, "restarted", |v| v["restarts"] == 3 && v["state"] == "ready")?;
     assert_eq!(agent_compile_cache(&url)?.as_deref(), Some(cache.to_str().unwrap()), "a warm one is");
     Ok(())
 }

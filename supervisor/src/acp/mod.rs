@@ -123,9 +123,12 @@ async fn stop_agent(pgid: i32, child: &mut tokio::process::Child) {
 }
 
 /// Node's compile cache for the agent, `$HOME/.cache/node-compile-cache`, but only when it
-/// is already warm: a real directory (not a symlink) of our own uid that no one else may
-/// write, and not empty (image/Dockerfile warms it; image/warm-agent-cache.sh). Left alone
-/// when the service's env sets `NODE_COMPILE_CACHE` itself.
+/// is already warm: a real directory (not a symlink) of our own uid, not writable by group
+/// or others, holding a cache file (image/Dockerfile warms it: image/warm-agent-cache.sh).
+/// Node keeps its files one level down (`<version>-<arch>-…/`) and makes that directory
+/// as it starts, so only a non-empty regular file there says the cache was ever written.
+/// Left alone when the service's env sets `NODE_COMPILE_CACHE` itself. The agent's own
+/// children (its tools: npm, node, vite) inherit the variable, and so share the cache.
 ///
 /// Why: the agent's start alone is 864 → 644 ms with the cache warm (bench/node-start.py),
 /// and it restarts on the path of the first prompt after each resume (the API key
@@ -138,7 +141,15 @@ fn warm_compile_cache(home: Option<PathBuf>) -> Option<PathBuf> {
     let dir = home?.join(".cache/node-compile-cache");
     let meta = std::fs::symlink_metadata(&dir).ok()?;
     let ours = meta.is_dir() && meta.uid() == nix::unistd::geteuid().as_raw() && meta.mode() & 0o022 == 0;
-    (ours && std::fs::read_dir(&dir).ok()?.next().is_some()).then_some(dir)
+    (ours && has_a_cache_file(&dir)).then_some(dir)
+}
+
+/// Whether some `dir/*/*` is a regular file with content.
+fn has_a_cache_file(dir: &std::path::Path) -> bool {
+    let Ok(tags) = std::fs::read_dir(dir) else { return false };
+    tags.flatten().filter_map(|t| std::fs::read_dir(t.path()).ok()).any(|files| {
+        files.flatten().any(|f| f.metadata().is_ok_and(|m| m.is_file() && m.len() > 0))
+    })
 }
 
 #[cfg(test)]
@@ -156,6 +167,10 @@ mod tests {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert_eq!(warm_compile_cache(Some(home.clone())), None, "an empty one: it would only cost");
         std::fs::create_dir(dir.join("v24-x64")).unwrap();
+        assert_eq!(warm_compile_cache(Some(home.clone())), None, "only the directory Node makes at start");
+        std::fs::write(dir.join("v24-x64/0a1b"), "").unwrap();
+        assert_eq!(warm_compile_cache(Some(home.clone())), None, "an empty file");
+        std::fs::write(dir.join("v24-x64/0a1b"), "code").unwrap();
         assert_eq!(warm_compile_cache(Some(home.clone())), Some(dir.clone()), "a warm one");
         assert_eq!(warm_compile_cache(None), None, "no HOME");
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
