@@ -72,9 +72,7 @@ def files(d):
 
 
 os.makedirs(f"{WORK}/home", exist_ok=True)
-base = {k: v for k, v in os.environ.items() if k != "NODE_COMPILE_CACHE"}
-os.environ.clear()
-os.environ.update(base)
+os.environ.pop("NODE_COMPILE_CACHE", None)  # each leg sets its own
 for name in sys.argv[1:] or ["vite", "mcp", "acp"]:
     warm, cold = f"{WORK}/cache-{name}", f"{WORK}/cold-{name}"
     start(name, {"NODE_COMPILE_CACHE": warm}, graceful=True)

@@ -176,7 +176,8 @@ agent_env=$(podman exec -u user "$NAME" sh -c "tr '\\0' '\\n' < /proc/$agent/env
 grep -qx "NODE_COMPILE_CACHE=$CACHE" <<<"$agent_env" || fail "the agent (pid $agent) runs without NODE_COMPILE_CACHE=$CACHE"
 files=$(in_ctr find "$CACHE" -type f | wc -l)
 [ "$files" -gt 0 ] || fail "$CACHE is empty"
-[ "$(in_ctr stat -c %U:%a "$CACHE")" = user:700 ] || fail "$CACHE is $(in_ctr stat -c %U:%a "$CACHE"), expected user:700"
+mode=$(in_ctr stat -c %U:%a "$CACHE")
+[ "$mode" = user:700 ] || fail "$CACHE is $mode, expected user:700"
 ok "$step" "the agent (pid $agent) runs with $CACHE: $files files, user:700"
 
 step=memory

@@ -135,14 +135,8 @@ pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Result<Output> {
     cmd.process_group(0);
     let mut child = die_with_runner(cmd).spawn().with_context(|| format!("spawn {:?}", cmd.get_program()))?;
     let status = wait_child(&mut child, limit)?;
-    let read = |f: &mut std::fs::File| {
-        let mut v = vec![];
-        let _ = f.rewind();
-        let _ = f.read_to_end(&mut v);
-        v
-    };
     match status {
-        Some(status) => Ok(Output { status, stdout: read(&mut out), stderr: read(&mut err) }),
+        Some(status) => Ok(Output { status, stdout: read_back(&mut out), stderr: read_back(&mut err) }),
         None => {
             let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL);
             let _ = child.kill();
@@ -151,11 +145,19 @@ pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Result<Output> {
                 "{:?} {:?} did not finish within {limit:?} (killed)\nstdout:\n{}\nstderr:\n{}",
                 cmd.get_program(),
                 cmd.get_args().collect::<Vec<_>>(),
-                String::from_utf8_lossy(&read(&mut out)),
-                String::from_utf8_lossy(&read(&mut err))
+                String::from_utf8_lossy(&read_back(&mut out)),
+                String::from_utf8_lossy(&read_back(&mut err))
             )
         }
     }
+}
+
+/// Everything written to `f` (a child's output file) so far, from its start.
+pub fn read_back(f: &mut std::fs::File) -> Vec<u8> {
+    let mut v = vec![];
+    let _ = f.rewind();
+    let _ = f.read_to_end(&mut v);
+    v
 }
 
 /// A helper child of a test (a follower, a slow client...): its process group is killed

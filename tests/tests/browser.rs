@@ -262,9 +262,7 @@ impl Agent {
         let mut l = String::new();
         self.out.read_line(&mut l)?;
         if l.is_empty() {
-            let mut err = String::new();
-            let _ = std::io::Seek::rewind(&mut self.err).and_then(|_| std::io::Read::read_to_string(&mut self.err, &mut err));
-            anyhow::bail!("mcp-agent.mjs ended; its stderr:\n{err}");
+            anyhow::bail!("mcp-agent.mjs ended; its stderr:\n{}", String::from_utf8_lossy(&read_back(&mut self.err)));
         }
         Ok(serde_json::from_str(&l)?)
     }
