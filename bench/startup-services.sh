@@ -8,7 +8,7 @@ chromium_() {
     --user-data-dir="$HOME/.cache/script-chromium" \
     --no-first-run --no-default-browser-check --disable-dev-shm-usage \
     --disable-background-networking --disable-component-update --disable-sync \
-    --disable-features=Translate,MediaRouter --password-store=basic \
+    --disable-features=Translate,MediaRouter,WebUIOmniboxPopup,WebUIOmniboxAimPopup,WebUIOmniboxFullPopup --password-store=basic \
     --window-size=1280,800 $CHROMIUM_EXTRA about:blank &
 }
 mcp() {

@@ -335,3 +335,67 @@ backoff = { initial = "10ms" }
     assert_eq!(s.status()?["resume_grace"], false, "{v}");
     Ok(())
 }
+
+/// The scheduling policy of every thread of process group `pgid` (`/proc/*/task/*/stat`
+/// field 41: 0 `SCHED_OTHER`, 5 `SCHED_IDLE`).
+fn group_policies(pgid: i64) -> Vec<u32> {
+    let field = |path: String, n: usize| -> Option<String> {
+        let s = std::fs::read_to_string(path).ok()?;
+        s[s.rfind(')')? + 2..].split_whitespace().nth(n - 3).map(str::to_string)
+    };
+    let mut out = Vec::new();
+    for pid in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i64>().ok()) {
+        if field(format!("/proc/{pid}/stat"), 5).and_then(|g| g.parse().ok()) != Some(pgid) {
+            continue;
+        }
+        for t in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().filter_map(|e| e.ok()) {
+            out.extend(field(format!("/proc/{pid}/task/{}/stat", t.file_name().to_string_lossy()), 41).and_then(|p| p.parse::<u32>().ok()));
+        }
+    }
+    out
+}
+
+#[test]
+fn while_the_stack_boots_ready_services_yield_the_cpu_to_those_still_starting() -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: the boot yields only as root (leaving SCHED_IDLE needs CAP_SYS_NICE)");
+        return Ok(());
+    }
+    // `busy` is ready at once (a group of two processes); `x` is ready at once but `needs_x`
+    // waits for it to be ready; `needs_x` and `slow` get ready when the test says so.
+    let s = Stack::start(
+        r#"
+[services.busy]
+command = ["sh", "-c", "sleep infinity & exec sleep infinity"]
+[services.x]
+command = ["sleep", "infinity"]
+[services.needs_x]
+command = ["sleep", "infinity"]
+depends_on = { x = "ready" }
+readiness = { file = "{DIR}/needs_x.ok", period = "100ms" }
+[services.slow]
+command = ["sleep", "infinity"]
+readiness = { file = "{DIR}/slow.ok", period = "100ms" }
+"#,
+    )?;
+    const OTHER: u32 = 0;
+    const IDLE: u32 = 5;
+    let pid = |s: &Stack, n: &str| -> anyhow::Result<i64> { s.service(n)?["pid"].as_i64().ok_or_else(|| anyhow::anyhow!("{n} has no pid")) };
+    let all = |s: &Stack, n: &str, p: u32| -> anyhow::Result<bool> {
+        let v = group_policies(pid(s, n)?);
+        Ok(!v.is_empty() && v.iter().all(|x| *x == p))
+    };
+    s.wait_state("needs_x", "running", T)?;
+    s.wait_for("busy (two processes) yields", T, |s| Ok(group_policies(pid(s, "busy")?).len() == 2 && all(s, "busy", IDLE)?))?;
+    assert!(all(&s, "x", OTHER)?, "x is not made to yield while needs_x, which waits for it to be ready, starts");
+    assert!(all(&s, "needs_x", OTHER)?, "a service still starting keeps its priority");
+    std::fs::write(s.path().join("needs_x.ok"), "")?;
+    s.wait_for("x yields once needs_x is ready", T, |s| all(s, "x", IDLE))?;
+    assert!(all(&s, "slow", OTHER)?, "slow is still starting");
+    std::fs::write(s.path().join("slow.ok"), "")?;
+    s.wait_ready(T)?;
+    for n in ["busy", "x", "needs_x", "slow"] {
+        s.wait_for(&format!("{n} back to SCHED_OTHER once the stack is ready"), T, |s| all(s, n, OTHER))?;
+    }
+    Ok(())
+}

@@ -10,6 +10,7 @@ mod reload;
 mod service;
 pub mod spawn;
 pub mod state;
+pub mod yielding;
 
 pub use reload::ReloadReport;
 pub use service::Control;
@@ -179,7 +180,8 @@ impl Supervisor {
         for (spec, run_as) in cfg.services.iter().zip(users) {
             sup.launch_with(spec.clone(), run_as, &cfg.settings, None, None);
         }
-        tokio::spawn(env_restarts(Arc::downgrade(&sup), shared));
+        tokio::spawn(env_restarts(Arc::downgrade(&sup), shared.clone()));
+        tokio::spawn(yielding::while_booting(shared, yielding::ready_dependents(&cfg.services)));
         Ok(sup)
     }
 
