@@ -13,12 +13,11 @@ variant of it: ${CONFIG_DIR} is still opt/)."""
 
 import os, statistics, sys
 
+if len(sys.argv) < 2:
+    sys.exit(__doc__)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import ROUNDS, alternate, log, stop
 from stacklib import CHECKS, boot_script, boot_supervisor, wait_free
-
-if len(sys.argv) < 2:
-    sys.exit(__doc__)
 legs = {"script-polls": lambda: boot_script("startup-polls.sh")}
 for i, leg in enumerate(sys.argv[1:]):
     b, _, cfg = leg.partition("::")

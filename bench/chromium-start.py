@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Chromium alone, with opt/supervisor.toml's flags, on an Xvfb display of its own (:98) and
+port 9232 (not the stack's): start -> CDP answering, the CPU-seconds of its process group
+until then and in the 3 s after, and which of its processes spent the latter (prints
+figures; asserts nothing). Legs are extra flags added at the end of the production command (a
+second --disable-features replaces the first); the empty leg is the command as it is.
+
+Usage: python3 bench/chromium-start.py [FLAGS...]   Env: ROUNDS (3).
+e.g.   python3 bench/chromium-start.py '' '--disable-features=Translate,MediaRouter'"""
+
+import collections, http.client, os, re, statistics, subprocess, sys, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import HZ, ROOT, ROUNDS, WORK, cpu_ticks, spawn, stop, wait_for
+
+PORT = 9232
+text = open(os.path.join(ROOT, "opt", "supervisor.toml")).read()
+section = text[text.index("[services.chromium]"):]
+script = re.search(r'command = \["sh", "-c", """(.*?)""", "chromium"\]', section, re.S).group(1).replace("9222", str(PORT))
+
+
+def cdp_up():
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=1)
+        c.request("GET", "/json/version")
+        return c.getresponse().status == 200
+    except OSError:
+        return False
+
+
+def group(pgid):
+    """{pid: process type} of every process in group `pgid`."""
+    out = {}
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            argv = open(f"/proc/{d}/cmdline").read().split("\0")
+        except OSError:
+            continue
+        kind = next((a[7:] for a in argv if a.startswith("--type=")), "browser")
+        kind += "".join(f" {a}" for a in argv if a in ("--top-chrome-webui",) or a.startswith("--utility-sub-type="))
+        out[int(d)] = kind
+    return out
+
+
+legs = sys.argv[1:] or [""]
+xvfb = spawn(["Xvfb", ":98", "-screen", "0", "1280x800x24", "-nolisten", "tcp", "-ac"])
+wait_for(lambda: os.path.exists("/tmp/.X11-unix/X98"), 10, "Xvfb :98")
+res = collections.defaultdict(list)
+for rnd in range(1, ROUNDS + 1):
+    for i, flags in enumerate(legs):
+        home = f"{WORK}/home-{rnd}-{i}"
+        os.makedirs(home)
+        t0 = time.time()
+        p = spawn(["sh", "-c", script.replace(" about:blank", f" {flags} about:blank"), "chromium"], env={**os.environ, "DISPLAY": ":98", "HOME": home, "CHROMIUM_PROFILE_NAME": "bench"})
+        wait_for(cdp_up, 30, "CDP")
+        ready = (time.time() - t0) * 1000
+        at_ready = cpu_ticks(list(group(p.pid))) / HZ
+        time.sleep(3)  # the quantity measured: what it spends in the 3 s after CDP answers
+        procs = group(p.pid)
+        after = cpu_ticks(list(procs)) / HZ - at_ready
+        by_kind = collections.Counter()
+        for pid, kind in procs.items():
+            by_kind[kind] += cpu_ticks([pid]) / HZ
+        res[flags].append((ready, at_ready, after))
+        print(f"round {rnd} [{flags or 'as configured'}]: CDP {ready:.0f} ms, {at_ready:.2f} CPU-s until then, {after:.2f} in the 3 s after; "
+              f"{len(procs)} processes; CPU-s since start by process: " + ", ".join(f"{k} {v:.2f}" for k, v in by_kind.most_common()), flush=True)
+        stop(p, 10)
+print(f"medians of {ROUNDS} rounds:")
+for flags, xs in res.items():
+    med = lambda j: statistics.median(x[j] for x in xs)
+    print(f"  [{flags or 'as configured'}] CDP {med(0):.0f} ms, {med(1):.2f} CPU-s until then, {med(2):.2f} in the 3 s after")
