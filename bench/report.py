@@ -177,10 +177,15 @@ if any(k[0] == R for k in vals):
       "proxy), fixed ports, readiness polled from outside the same way for every leg (`bench/stack.py`). "
       "`script-sleeps`: a reconstruction of the old `startup.sh` (background jobs and `sleep`s, then a Node proxy); "
       "`script-polls`: the same script gated on readiness polls instead of sleeps.\n")
-    p("| leg | ready ms (median) | CPU-s until ready | rounds |")
-    p("|---|---|---|---|")
+    p("`CPU-s until ready`: the stack's process tree; `machine`: every core's busy time over the same interval "
+      "(every process, the bench's own poller and the kernel included), and its share of what the cores had.\n")
+    p("| leg | ready ms (median) | CPU-s until ready | machine CPU-s until ready | cores busy | rounds |")
+    p("|---|---|---|---|---|---|")
+    cores = int(meta.get("cores", 0) or 0)
     for leg in ["supervisor", "script-polls", "script-sleeps"]:
-        p(f"| {leg} | {f(med(R, 'stack', leg, 'ready'), 0)} | {f(med(R, 'stack', leg, 'cpu_s'), 2)} | {n_of(R, 'stack', leg, 'ready')} |")
+        ready, mach = med(R, "stack", leg, "ready"), med(R, "stack", leg, "machine_cpu_s")
+        busy = f"{mach / (cores * ready / 1000):.0%}" if mach and ready and cores else "–"
+        p(f"| {leg} | {f(ready, 0)} | {f(med(R, 'stack', leg, 'cpu_s'), 2)} | {f(mach, 2)} | {busy} | {n_of(R, 'stack', leg, 'ready')} |")
     p("")
     per = [n for n in ["xvfb", "chromium", "playwright-mcp", "acp", "vite", "proxy"]]
     p("Each service's own ready time within the boot (ms after start, medians):\n")

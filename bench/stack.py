@@ -47,9 +47,13 @@ legs = {
 for rnd, order in alternate(list(legs), ROUNDS if "boot" in PARTS else 0):
     for leg in order:
         log(f"stack: boot {leg} round {rnd}")
+        busy0 = machine_busy_s()
         p, seen, cpu = legs[leg]()
+        busy = machine_busy_s() - busy0
         case = "stack" if leg in ("supervisor", "script-polls", "script-sleeps") else "variant"
         record_boot(case, leg, rnd, seen, cpu)
+        # Every process's, this poller's included: how busy the cores were until ready.
+        record("boot", case, leg, "machine_cpu_s", round(busy, 3), "s", rnd)
         if leg == "supervisor":
             record("boot", "floor", "stack", "contention_round", round(cpu / CORES * 1000, 1), "ms", rnd)
         stop(p, 30)

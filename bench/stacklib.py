@@ -102,6 +102,12 @@ def wait_free():
     wait_for(ports_free, 60, "the fixed ports to be free")
 
 
+def machine_busy_s():
+    """CPU-seconds every core of the machine has been busy since boot (/proc/stat: all but idle and iowait)."""
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:9]]
+    return (sum(f) - f[3] - f[4]) / HZ
+
+
 def tree_cpu_s(pid):
     return cpu_ticks(descendants(pid)) / HZ
 
