@@ -35,7 +35,8 @@ def group(pgid):
         try:
             if int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[2]) != pgid:
                 continue
-            argv = open(f"/proc/{d}/cmdline").read().split("\0")
+            # Chromium's children rewrite their command line into one space-separated string.
+            argv = re.split(r"[\0 ]", open(f"/proc/{d}/cmdline").read())
         except OSError:
             continue
         kind = next((a[7:] for a in argv if a.startswith("--type=")), "browser")
