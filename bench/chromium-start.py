@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Chromium alone, with opt/supervisor.toml's flags, on an Xvfb display of its own (:98) and
 port 9232 (not the stack's): start -> CDP answering, the CPU-seconds of its process group
-until then and in the 3 s after, and which of its processes spent the latter (prints
+until then and in the 3 s after, which of its processes spent them, and their PSS (prints
 figures; asserts nothing). Legs are extra flags added at the end of the production command (a
 second --disable-features replaces the first); the empty leg is the command as it is.
 
@@ -11,7 +11,7 @@ e.g.   python3 bench/chromium-start.py '' '--disable-features=Translate,MediaRou
 import collections, http.client, os, re, statistics, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import HZ, ROOT, ROUNDS, WORK, cpu_ticks, spawn, stop, wait_for
+from benchlib import HZ, ROOT, ROUNDS, WORK, cpu_ticks, pss_kib, spawn, stop, wait_for
 
 PORT = 9232
 text = open(os.path.join(ROOT, "opt", "supervisor.toml")).read()
@@ -61,14 +61,16 @@ for rnd in range(1, ROUNDS + 1):
         time.sleep(3)  # the quantity measured: what it spends in the 3 s after CDP answers
         procs = group(p.pid)
         after = cpu_ticks(list(procs)) / HZ - at_ready
-        by_kind = collections.Counter()
+        by_kind, pss_kind = collections.Counter(), collections.Counter()
         for pid, kind in procs.items():
             by_kind[kind] += cpu_ticks([pid]) / HZ
-        res[flags].append((ready, at_ready, after))
+            pss_kind[kind] += pss_kib([pid]) / 1024
+        res[flags].append((ready, at_ready, after, sum(pss_kind.values())))
         print(f"round {rnd} [{flags or 'as configured'}]: CDP {ready:.0f} ms, {at_ready:.2f} CPU-s until then, {after:.2f} in the 3 s after; "
-              f"{len(procs)} processes; CPU-s since start by process: " + ", ".join(f"{k} {v:.2f}" for k, v in by_kind.most_common()), flush=True)
+              f"{len(procs)} processes, PSS {sum(pss_kind.values()):.0f} MiB; CPU-s since start and PSS MiB by process: "
+              + ", ".join(f"{k} {v:.2f} s {pss_kind[k]:.0f} MiB" for k, v in by_kind.most_common()), flush=True)
         stop(p, 10)
 print(f"medians of {ROUNDS} rounds:")
 for flags, xs in res.items():
     med = lambda j: statistics.median(x[j] for x in xs)
-    print(f"  [{flags or 'as configured'}] CDP {med(0):.0f} ms, {med(1):.2f} CPU-s until then, {med(2):.2f} in the 3 s after")
+    print(f"  [{flags or 'as configured'}] CDP {med(0):.0f} ms, {med(1):.2f} CPU-s until then, {med(2):.2f} in the 3 s after, PSS {med(3):.0f} MiB")
