@@ -399,3 +399,48 @@ readiness = { file = "{DIR}/slow.ok", period = "100ms" }
     }
     Ok(())
 }
+
+#[test]
+fn a_restart_with_restart_yields_the_cpu_until_the_service_it_follows_is_ready() -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: yielding needs root (leaving SCHED_IDLE needs CAP_SYS_NICE)");
+        return Ok(());
+    }
+    // `follower` restarts whenever `leader` does (as Playwright MCP with Chromium); the
+    // leader is ready while its file exists.
+    let s = Stack::start(
+        r#"
+[services.leader]
+command = ["sleep", "infinity"]
+readiness = { file = "{DIR}/leader.ok", period = "100ms" }
+backoff = { initial = "10ms" }
+[services.follower]
+command = ["sh", "-c", "sleep infinity & exec sleep infinity"]
+restart_with = ["leader"]
+"#,
+    )?;
+    const OTHER: u32 = 0;
+    const IDLE: u32 = 5;
+    let pid = |s: &Stack, n: &str| -> anyhow::Result<i64> { s.service(n)?["pid"].as_i64().ok_or_else(|| anyhow::anyhow!("{n} has no pid")) };
+    let all = |pgid: i64, p: u32| {
+        let v = group_policies(pgid);
+        !v.is_empty() && v.iter().all(|x| *x == p)
+    };
+    std::fs::write(s.path().join("leader.ok"), "")?;
+    s.wait_ready(T)?;
+    let first = pid(&s, "follower")?;
+    s.wait_for("the follower back from the boot's yield", T, |_| Ok(all(first, OTHER)))?;
+    // The leader dies and comes back not ready: the follower's new process yields.
+    std::fs::remove_file(s.path().join("leader.ok"))?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid(&s, "leader")? as i32), nix::sys::signal::Signal::SIGKILL)?;
+    s.wait_for("the follower restarted and yielding", T, |s| {
+        let p = pid(s, "follower")?;
+        Ok(p != first && group_policies(p).len() == 2 && all(p, IDLE))
+    })?;
+    assert_eq!(s.service("leader")?["ready"], false, "it yields while the leader is not ready");
+    std::fs::write(s.path().join("leader.ok"), "")?;
+    s.wait_service("leader", T, "ready again", |v| v["ready"] == true)?;
+    let second = pid(&s, "follower")?;
+    s.wait_for("the follower back to SCHED_OTHER once the leader is ready", T, |_| Ok(all(second, OTHER)))?;
+    Ok(())
+}
