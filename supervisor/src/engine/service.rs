@@ -83,9 +83,6 @@ pub(super) struct Runner {
     pub ctl: mpsc::Receiver<Control>,
     /// Why the next spawn is a restart (`supervisor_service_restarts_total{cause}`).
     cause: &'static str,
-    /// The service whose restart this one's next spawn follows (`restart_with`): the new
-    /// process yields the CPU to it until it is ready again.
-    restarted_with: Option<String>,
 }
 
 /// Runs a service's runner, and runs it again if it panics: a bug in one service's
@@ -108,7 +105,7 @@ pub(super) async fn run_guarded(mut runner: Runner) {
 impl Runner {
     /// A runner that has not started its service yet.
     pub fn new(spec: ServiceSpec, run_as: Option<RunAs>, shared: Arc<Shared>, logs: Arc<LogBuffer>, tty: Option<Arc<crate::pty::TtySlot>>, status: watch::Sender<ServiceStatus>, ctl: mpsc::Receiver<Control>) -> Self {
-        Runner { spec, run_as, shared, logs, tty, status, ctl, cause: "crash", restarted_with: None }
+        Runner { spec, run_as, shared, logs, tty, status, ctl, cause: "crash" }
     }
 
     /// Marks the first spawn as a restart for this cause (a reload's relaunch).
@@ -399,9 +396,6 @@ impl Runner {
             s.state = if has_startup { State::Starting } else { State::Running };
             s.message = None;
         });
-        if let Some(other) = self.restarted_with.take() {
-            tokio::spawn(super::yielding::while_restarting(self.shared.clone(), self.spec.name.clone(), pid, other));
-        }
 
         let (startup_tx, mut startup_rx) = mpsc::channel(4);
         let (ready_tx, mut ready_rx) = mpsc::channel(4);
@@ -483,7 +477,6 @@ impl Runner {
                         let again = watched.iter().find(|(n, seen)| self.shared.status_of(n).spawns > *seen).map(|(n, _)| n.clone());
                         if let Some(other) = again {
                             let why = format!("restart_with: {other} restarted");
-                            self.restarted_with = Some(other);
                             break self.stop(pid, &mut exit, &mut probes, Ended::Restart("restart_with"), &why).await;
                         }
                     }

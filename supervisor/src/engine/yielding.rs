@@ -165,7 +165,7 @@ struct Yielded {
 /// A yielded service that stops being ready, or that a service starting again waits for,
 /// is put back at once.
 pub(crate) async fn while_booting(shared: Arc<Shared>, waits_for_ready: HashMap<String, Vec<String>>) {
-    if !allowed().await {
+    if !tokio::task::spawn_blocking(can_yield).await.unwrap_or(false) {
         tracing::debug!("the boot does not yield the CPU: leaving SCHED_IDLE is not allowed here (CAP_SYS_NICE)");
         return;
     }
@@ -224,47 +224,6 @@ fn should_yield(statuses: &[ServiceStatus], waits_for_ready: &HashMap<String, Ve
         .filter(|(s, _)| !waits_for_ready.get(&s.name).is_some_and(|ds| ds.iter().any(|d| starting(d))))
         .map(|(s, pid)| (s.name.clone(), pid))
         .collect()
-}
-
-/// The longest a `restart_with` restart yields (the service it restarted with may never
-/// get ready again).
-pub const RESTART_LIMIT: Duration = Duration::from_secs(10);
-
-/// Whether yielding can be undone here ([`can_yield`], tried once per process).
-async fn allowed() -> bool {
-    static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if let Some(a) = ALLOWED.get() {
-        return *a;
-    }
-    let a = tokio::task::spawn_blocking(can_yield).await.unwrap_or(false);
-    *ALLOWED.get_or_init(|| a)
-}
-
-/// A `restart_with` restart: `service`'s new process (group `pgid`), started because
-/// `other` restarted, yields the CPU to `other` until `other` is ready again (Playwright
-/// MCP's Node start would otherwise share the cores with Chromium's, and Chromium is the
-/// one the stack and the browser sensor wait for), the service's process changes, the
-/// stack shuts down, or [`RESTART_LIMIT`] passes.
-pub(crate) async fn while_restarting(shared: Arc<Shared>, service: String, pgid: i32, other: String) {
-    if !allowed().await {
-        return;
-    }
-    let mut tick = shared.tick.subscribe();
-    let name = service.clone();
-    let (keep, n) = tokio::task::spawn_blocking(move || yield_service(pgid, &name)).await.unwrap_or_default();
-    tracing::debug!(service = %service, threads = n, "restarted with {other}: yielding the CPU until it is ready");
-    let deadline = tokio::time::Instant::now() + RESTART_LIMIT;
-    loop {
-        let o = shared.status_of(&other);
-        if (o.ready && o.state == State::Ready) || shared.status_of(&service).pid != Some(pgid) || shared.is_shutting_down() {
-            break;
-        }
-        tokio::select! {
-            r = tick.changed() => if r.is_err() { break },
-            _ = tokio::time::sleep_until(deadline) => break,
-        }
-    }
-    put_back(service, Yielded { pid: pgid, keep }, "the service it restarted with is ready").await;
 }
 
 /// For each service, the services that wait for it to be ready (`depends_on = "ready"`).
