@@ -12,13 +12,14 @@
 //! `SCHED_IDLE` and back, so the priorities a service gives its own threads (Chromium sets
 //! some to nice 10, others lower) are kept; and a thread the service starts while yielding
 //! inherits the policy, so "yielded" can be read back from every thread and none is missed
-//! when the service is put back. Threads that were idle before (the service's own choice)
-//! stay so.
+//! when the service is put back. Threads that were idle before the yield (the service's
+//! own choice) stay so; one the service makes idle during it is put back with the rest.
 //!
 //! A service that a still-starting service waits for to be *ready* does not yield (Xvfb
 //! while Chromium starts: Chromium's start waits on the X server's answers), and a yielded
 //! one is put back at once when it stops being ready or such a service starts again.
-//! Only where a thread can leave `SCHED_IDLE` again (`CAP_SYS_NICE`, checked by trying):
+//! Only where a thread can leave `SCHED_IDLE` again (`CAP_SYS_NICE` or a high enough
+//! `RLIMIT_NICE`, checked by trying):
 //! a yield that could not be undone would leave the service slow for good.
 
 use super::procs;
@@ -111,26 +112,19 @@ pub fn yield_service(pgid: i32, service: &str) -> (HashSet<i32>, usize) {
 /// Puts every idle thread of `service` (group `pgid`, and its processes that left it) back
 /// under `SCHED_OTHER`, but those in `keep`, pass after pass until one finds none: a thread
 /// or process started by a still-idle one during a pass is caught by the next. Returns
-/// how many were put back and how many could not be. Blocking.
+/// how many were put back and how many are still idle (could not be put back, or still
+/// turning up after the last pass). Blocking.
 pub fn restore_service(pgid: i32, service: &str, keep: &HashSet<i32>) -> (usize, usize) {
-    let (mut restored, mut failed) = (0, 0);
+    let idle_now = || -> Vec<i32> { threads(&service_pids(pgid, service)).into_iter().filter(|t| !keep.contains(t) && policy_of(*t) == Some(Policy::Idle)).collect() };
+    let mut restored = 0;
     for _ in 0..RESTORE_PASSES {
-        let idle: Vec<i32> = threads(&service_pids(pgid, service)).into_iter().filter(|t| !keep.contains(t) && policy_of(*t) == Some(Policy::Idle)).collect();
+        let idle = idle_now();
         if idle.is_empty() {
-            break;
+            return (restored, 0);
         }
-        for t in idle {
-            if set_policy(t, Policy::Other).is_ok() {
-                restored += 1;
-            } else if policy_of(t).is_some() {
-                failed += 1;
-            }
-        }
-        if failed > 0 {
-            break;
-        }
+        restored += idle.into_iter().filter(|t| set_policy(*t, Policy::Other).is_ok()).count();
     }
-    (restored, failed)
+    (restored, idle_now().len())
 }
 
 /// Whether yielding can be undone here: this thread runs under `SCHED_OTHER` (a supervisor
