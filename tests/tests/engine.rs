@@ -339,17 +339,15 @@ backoff = { initial = "10ms" }
 /// The scheduling policy of every thread of process group `pgid` (`/proc/*/task/*/stat`
 /// field 41: 0 `SCHED_OTHER`, 5 `SCHED_IDLE`).
 fn group_policies(pgid: i64) -> Vec<u32> {
-    let field = |path: String, n: usize| -> Option<String> {
-        let s = std::fs::read_to_string(path).ok()?;
-        s[s.rfind(')')? + 2..].split_whitespace().nth(n - 3).map(str::to_string)
-    };
+    // `/proc/TID/stat` is the thread's own, as `/proc/PID/task/TID/stat` is.
+    let field = |id: i32, n: usize| proc_stat_field(id, n).and_then(|v| v.parse::<i64>().ok());
     let mut out = Vec::new();
-    for pid in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i64>().ok()) {
-        if field(format!("/proc/{pid}/stat"), 5).and_then(|g| g.parse().ok()) != Some(pgid) {
+    for pid in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+        if field(pid, 5) != Some(pgid) {
             continue;
         }
-        for t in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().filter_map(|e| e.ok()) {
-            out.extend(field(format!("/proc/{pid}/task/{}/stat", t.file_name().to_string_lossy()), 41).and_then(|p| p.parse::<u32>().ok()));
+        for t in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+            out.extend(field(t, 41).map(|p| p as u32));
         }
     }
     out

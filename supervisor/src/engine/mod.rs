@@ -53,6 +53,19 @@ impl Shared {
         self.statuses.read().expect("statuses").get(name).map(|r| r.borrow().clone()).unwrap_or_else(|| ServiceStatus { state: State::Stopped, ..ServiceStatus::new(name, false) })
     }
 
+    /// Every service's status now, in start order.
+    fn snapshot(&self) -> Vec<ServiceStatus> {
+        self.statuses.read().expect("statuses").values().map(|r| r.borrow().clone()).collect()
+    }
+
+    /// Every required, enabled service is ready.
+    fn all_ready(&self) -> bool {
+        self.statuses.read().expect("statuses").values().all(|r| {
+            let s = r.borrow();
+            !s.required || s.ready
+        })
+    }
+
     fn changed(&self, st: ServiceStatus) {
         self.event_ring.push(st.clone());
         let _ = self.events.send(st);
@@ -238,7 +251,7 @@ impl Supervisor {
 
     /// Every service's status, in start order.
     pub fn statuses(&self) -> Vec<ServiceStatus> {
-        self.shared.statuses.read().expect("statuses").values().map(|r| r.borrow().clone()).collect()
+        self.shared.snapshot()
     }
 
     /// One service's status.
@@ -254,10 +267,7 @@ impl Supervisor {
 
     /// Every required, enabled service is ready.
     pub fn ready(&self) -> bool {
-        self.shared.statuses.read().expect("statuses").values().all(|r| {
-            let s = r.borrow();
-            !s.required || s.ready
-        })
+        self.shared.all_ready()
     }
 
     /// Milliseconds since the supervisor started.

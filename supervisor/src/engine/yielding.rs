@@ -167,11 +167,10 @@ pub(crate) async fn while_booting(shared: Arc<Shared>, waits_for_ready: HashMap<
     let mut tick = shared.tick.subscribe();
     let mut yielded: HashMap<String, Yielded> = HashMap::new();
     loop {
-        let statuses: Vec<ServiceStatus> = shared.statuses.read().expect("statuses").values().map(|r| r.borrow().clone()).collect();
-        if shared.is_shutting_down() || statuses.iter().all(|s| !s.required || s.ready) {
+        if shared.is_shutting_down() || shared.all_ready() {
             break;
         }
-        let should = should_yield(&statuses, &waits_for_ready);
+        let should = should_yield(&shared.snapshot(), &waits_for_ready);
         let stale: Vec<String> = yielded.iter().filter(|(n, y)| should.get(*n) != Some(&y.pid)).map(|(n, _)| n.clone()).collect();
         for name in stale {
             let y = yielded.remove(&name).expect("listed");
@@ -211,10 +210,11 @@ async fn put_back(name: String, y: Yielded, why: &'static str) {
 /// The services that should be yielding now, with their pids: ready, and not waited for
 /// to be ready by a service still starting.
 fn should_yield(statuses: &[ServiceStatus], waits_for_ready: &HashMap<String, Vec<String>>) -> HashMap<String, i32> {
-    let starting = |name: &str| statuses.iter().any(|s| s.name == name && !s.ready && matches!(s.state, State::Pending | State::Starting | State::Running | State::Backoff));
+    // These states are never ready (only `Ready` is).
+    let starting = |name: &str| statuses.iter().any(|s| s.name == name && matches!(s.state, State::Pending | State::Starting | State::Running | State::Backoff));
     statuses
         .iter()
-        .filter_map(|s| Some((s, s.pid.filter(|_| s.ready && s.state == State::Ready)?)))
+        .filter_map(|s| Some((s, s.pid.filter(|_| s.state == State::Ready)?)))
         .filter(|(s, _)| !waits_for_ready.get(&s.name).is_some_and(|ds| ds.iter().any(|d| starting(d))))
         .map(|(s, pid)| (s.name.clone(), pid))
         .collect()
