@@ -1,22 +1,27 @@
 #!/usr/bin/env python3
-"""Chromium alone, with opt/supervisor.toml's flags, on an Xvfb display of its own (:98) and
-port 9232 (not the stack's): start -> CDP answering, the CPU-seconds of its process group
-until then and in the 3 s after, which of its processes spent them, and their PSS (prints
-figures; asserts nothing). Legs are extra flags added at the end of the production command (a
-second --disable-features replaces the first); the empty leg is the command as it is.
+"""Chromium alone, with opt/supervisor.toml's flags, on a fresh Xvfb display of its own (:98,
+opt/supervisor.toml's Xvfb arguments) and port 9232 (not the stack's): start -> CDP
+answering, the CPU-seconds of its process group until then and in the 3 s after, which of its
+processes spent them, their PSS and Xvfb's, and (once per leg) Chromium's GPU feature status
+as chrome://gpu gives it (prints figures; asserts nothing). A leg is `FLAGS` or
+`XVFB_ARGS|FLAGS`: flags added at the end of the production command (a second
+--disable-features replaces the first) and arguments added at the end of Xvfb's (a later
+`+extension X` undoes `-extension X`); the empty leg is both commands as they are.
 
-Usage: python3 bench/chromium-start.py [FLAGS...]   Env: ROUNDS (3).
-e.g.   python3 bench/chromium-start.py '' '--disable-features=Translate,MediaRouter'"""
+Usage: python3 bench/chromium-start.py [LEG...]   Env: ROUNDS (3).
+e.g.   python3 bench/chromium-start.py '' '--disable-features=Translate,MediaRouter'
+       python3 bench/chromium-start.py '' '+extension GLX|'     (Xvfb with GLX, as before)"""
 
 import collections, http.client, os, re, statistics, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import HZ, ROOT, ROUNDS, WORK, cpu_ticks, pss_kib, spawn, stop, wait_for
+from benchlib import HZ, ROOT, ROUNDS, WORK, alternate, cpu_ticks, pss_kib, spawn, stop, wait_for
 
 PORT = 9232
 text = open(os.path.join(ROOT, "opt", "supervisor.toml")).read()
 section = text[text.index("[services.chromium]"):]
 script = re.search(r'command = \["sh", "-c", """(.*?)""", "chromium"\]', section, re.S).group(1).replace("9222", str(PORT))
+XVFB_ARGS = re.search(r'exec Xvfb :99 ([^"]*)"', text).group(1).split()
 
 
 def cdp_up():
@@ -45,12 +50,38 @@ def group(pgid):
     return out
 
 
+def gpu_status():
+    """Chromium's GPU feature status and GL device over CDP (SystemInfo.getInfo), via
+    playwright-core from tests/js; what would be lost by a flag shows here."""
+    probe = f"""
+const {{ chromium }} = require("playwright-core");
+(async () => {{
+  const b = await chromium.connectOverCDP("http://127.0.0.1:{PORT}");
+  const info = await (await b.newBrowserCDPSession()).send("SystemInfo.getInfo");
+  const st = Object.entries(info.gpu.featureStatus).filter(([k]) => /compositing|rasterization|2d_canvas|webgl$/.test(k));
+  console.log(st.map(([k, v]) => k + "=" + v).join(" ") + "; GL device: " + ((info.gpu.devices[0] || {{}}).deviceString || "none"));
+  await b.close();
+}})();"""
+    out = subprocess.run(["node", "-e", probe], cwd=os.path.join(ROOT, "tests", "js"), capture_output=True, text=True, timeout=60)
+    return out.stdout.strip() or f"(probe failed: {out.stderr.strip()[-200:]})"
+
+
+def start_xvfb(extra):
+    for f in ("/tmp/.X98-lock", "/tmp/.X11-unix/X98"):
+        if os.path.exists(f):
+            os.unlink(f)
+    x = spawn(["Xvfb", ":98", *XVFB_ARGS, *extra])
+    wait_for(lambda: os.path.exists("/tmp/.X11-unix/X98"), 10, "Xvfb :98")
+    return x
+
+
 legs = sys.argv[1:] or [""]
-xvfb = spawn(["Xvfb", ":98", "-screen", "0", "1280x800x24", "-nolisten", "tcp", "-ac"])
-wait_for(lambda: os.path.exists("/tmp/.X11-unix/X98"), 10, "Xvfb :98")
-res = collections.defaultdict(list)
-for rnd in range(1, ROUNDS + 1):
-    for i, flags in enumerate(legs):
+res = {leg: [] for leg in legs}
+for rnd, order in alternate(legs, ROUNDS):
+    for leg in order:
+        i = legs.index(leg)
+        xargs, flags = leg.split("|", 1) if "|" in leg else ("", leg)
+        xvfb = start_xvfb(xargs.split())
         home = f"{WORK}/home-{rnd}-{i}"
         os.makedirs(home)
         t0 = time.time()
@@ -65,12 +96,16 @@ for rnd in range(1, ROUNDS + 1):
         for pid, kind in procs.items():
             by_kind[kind] += cpu_ticks([pid]) / HZ
             pss_kind[kind] += pss_kib([pid]) / 1024
-        res[flags].append((ready, at_ready, after, sum(pss_kind.values())))
-        print(f"round {rnd} [{flags or 'as configured'}]: CDP {ready:.0f} ms, {at_ready:.2f} CPU-s until then, {after:.2f} in the 3 s after; "
-              f"{len(procs)} processes, PSS {sum(pss_kind.values()):.0f} MiB; CPU-s since start and PSS MiB by process: "
+        xvfb_pss = pss_kib([xvfb.pid]) / 1024
+        res[leg].append((ready, at_ready, after, sum(pss_kind.values()), xvfb_pss))
+        print(f"round {rnd} [{leg or 'as configured'}]: CDP {ready:.0f} ms, {at_ready:.2f} CPU-s until then, {after:.2f} in the 3 s after; "
+              f"{len(procs)} processes, PSS {sum(pss_kind.values()):.0f} MiB, Xvfb's {xvfb_pss:.0f} MiB; CPU-s since start and PSS MiB by process: "
               + ", ".join(f"{k} {v:.2f} s {pss_kind[k]:.0f} MiB" for k, v in by_kind.most_common()), flush=True)
+        if rnd == 1:
+            print(f"  GPU [{leg or 'as configured'}]: {gpu_status()}", flush=True)
         stop(p, 10)
+        stop(xvfb, 5)
 print(f"medians of {ROUNDS} rounds:")
 for flags, xs in res.items():
     med = lambda j: statistics.median(x[j] for x in xs)
-    print(f"  [{flags or 'as configured'}] CDP {med(0):.0f} ms, {med(1):.2f} CPU-s until then, {med(2):.2f} in the 3 s after, PSS {med(3):.0f} MiB")
+    print(f"  [{flags or 'as configured'}] CDP {med(0):.0f} ms, {med(1):.2f} CPU-s until then, {med(2):.2f} in the 3 s after, PSS {med(3):.0f} MiB, Xvfb's {med(4):.0f} MiB")

@@ -1,7 +1,7 @@
 # The five services of opt/supervisor.toml as a shell script would start them (sourced by
 # startup-sleeps.sh and startup-polls.sh): the same commands, flags, ports and env.
 # Needs: APP (the app dir), OPT (opt/, with node_modules), SUP (the supervisor binary), HOME.
-xvfb() { rm -f /tmp/.X99-lock /tmp/.X11-unix/X99; Xvfb :99 -screen 0 1280x800x24 -nolisten tcp -ac & }
+xvfb() { rm -f /tmp/.X99-lock /tmp/.X11-unix/X99; Xvfb :99 -screen 0 1280x800x24 -nolisten tcp -ac -extension GLX & }
 chromium_() {
   local root=(); [ "$(id -u)" = 0 ] && root=(--no-sandbox)
   DISPLAY=:99 chromium "${root[@]}" --remote-debugging-port=9222 --remote-debugging-address=127.0.0.1 \
