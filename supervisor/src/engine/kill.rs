@@ -3,14 +3,16 @@
 //! escaped the group (new session, reparented to us) are killed at the end.
 
 use super::procs;
-use super::reaper::ExitInfo;
+use super::reaper::{ExitInfo, Reaper};
 use super::spawn::{SERVICE_MARKER, SUPERVISOR_MARKER};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use std::time::Duration;
 use tokio::sync::oneshot;
-use tokio::time::{sleep, timeout, Instant};
+use tokio::time::{timeout, Instant};
 
+/// How often a group that is not gone yet is looked at again, at the latest: members the
+/// supervisor reaps itself (a dead leader's, reparented to it) wake the wait sooner.
 const POLL: Duration = Duration::from_millis(20);
 
 /// Whether any process of group `pgid` is alive (zombies don't count); the `/proc` scan
@@ -27,6 +29,7 @@ async fn group_alive_async(pgid: i32) -> bool {
 /// the group, and finally kills processes of `service` that left the group.
 /// Returns the leader's exit status if it was still pending.
 pub async fn stop_group(
+    reaper: &Reaper,
     service: &str,
     pgid: i32,
     signal: Signal,
@@ -44,7 +47,7 @@ pub async fn stop_group(
         }
     }
     // Then for the rest of the group, until the same deadline.
-    wait_group_gone(pgid, deadline).await;
+    wait_group_gone(reaper, pgid, deadline).await;
     if group_alive_async(pgid).await || (status.is_none() && exit.is_some()) {
         tracing::warn!(service, pgid, "did not stop within {grace:?}; sending SIGKILL to the group");
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
@@ -55,16 +58,24 @@ pub async fn stop_group(
                 }
             }
         }
-        wait_group_gone(pgid, Instant::now() + Duration::from_secs(2)).await;
+        wait_group_gone(reaper, pgid, Instant::now() + Duration::from_secs(2)).await;
     }
     kill_escapees_async(service).await;
     status
 }
 
-/// Polls until no process of group `pgid` is alive or `deadline` passes.
-async fn wait_group_gone(pgid: i32, deadline: Instant) {
-    while group_alive_async(pgid).await && Instant::now() < deadline {
-        sleep(POLL).await;
+/// Waits until no process of group `pgid` is alive or `deadline` passes, looking again
+/// after each reap and at least every [`POLL`]. Once a leader is dead the rest of its group
+/// are the supervisor's children (it is their subreaper), so each member's end is a reap:
+/// a restart waits for the last one's exit, not for the next poll after it.
+async fn wait_group_gone(reaper: &Reaper, pgid: i32, deadline: Instant) {
+    loop {
+        // Registered before the look, so a reap during it is not missed.
+        let reaped = reaper.reaped();
+        if !group_alive_async(pgid).await || Instant::now() >= deadline {
+            return;
+        }
+        let _ = timeout(POLL.min(deadline.saturating_duration_since(Instant::now())), reaped).await;
     }
 }
 

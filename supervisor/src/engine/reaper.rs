@@ -11,7 +11,8 @@ use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::oneshot;
+use tokio::sync::futures::Notified;
+use tokio::sync::{oneshot, Notify};
 
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -48,6 +49,8 @@ impl std::fmt::Display for ExitInfo {
 /// Dispatches exit statuses by pid. Create one per process with [`Reaper::install`].
 pub struct Reaper {
     waiting: Mutex<HashMap<i32, oneshot::Sender<ExitInfo>>>,
+    /// Woken after every pass that reaped anything, orphans included.
+    reaped: Notify,
 }
 
 impl Reaper {
@@ -60,7 +63,7 @@ impl Reaper {
             tracing::warn!("PR_SET_CHILD_SUBREAPER failed: {}", std::io::Error::last_os_error());
         }
         let mut sigchld = signal(SignalKind::child())?;
-        let reaper = Arc::new(Reaper { waiting: Mutex::new(HashMap::new()) });
+        let reaper = Arc::new(Reaper { waiting: Mutex::new(HashMap::new()), reaped: Notify::new() });
         let r = reaper.clone();
         tokio::spawn(async move {
             loop {
@@ -82,8 +85,27 @@ impl Reaper {
         Ok((child, rx))
     }
 
-    /// Reaps every child that has exited.
+    /// Resolves once the reaper has next reaped a process, any process: the members of a
+    /// group whose leader died are reparented to us, so their exits arrive here, and a
+    /// wait for the group to be gone can look again at once instead of on its next poll.
+    /// Registered when called (before it is first polled), so no reap after the call is missed.
+    pub fn reaped(&self) -> Notified<'_> {
+        self.reaped.notified()
+    }
+
+    /// Reaps every child that has exited, then wakes whoever waits on [`Reaper::reaped`].
     fn reap_all(&self) {
+        let mut any = false;
+        while self.reap_one() {
+            any = true;
+        }
+        if any {
+            self.reaped.notify_waiters();
+        }
+    }
+
+    /// Reaps one exited child and hands its status on; false when none is left to reap.
+    fn reap_one(&self) -> bool {
         loop {
             let mut waiting = self.waiting.lock().expect("reaper lock");
             let (pid, info) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
@@ -91,12 +113,12 @@ impl Reaper {
                 Ok(WaitStatus::Signaled(pid, sig, _)) => {
                     (pid, ExitInfo { code: None, signal: Some(sig as i32), at_ms: now_ms() })
                 }
-                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return false,
                 Ok(_) => continue,
                 Err(Errno::EINTR) => continue,
                 Err(e) => {
                     tracing::warn!("waitpid: {e}");
-                    return;
+                    return false;
                 }
             };
             match waiting.remove(&pid.as_raw()) {
@@ -105,6 +127,7 @@ impl Reaper {
                 }
                 None => tracing::debug!(pid = pid.as_raw(), "reaped orphan: {info}"),
             }
+            return true;
         }
     }
 }

@@ -419,7 +419,7 @@ impl Runner {
                     self.note(&format!("process {pid} exited with {info}"));
                     probes.abort_all();
                     // Whatever the leader left in its group goes too.
-                    stop_group(&self.spec.name, pid, self.spec.stop_signal, self.spec.stop_timeout, None).await;
+                    stop_group(&self.shared.reaper, &self.spec.name, pid, self.spec.stop_signal, self.spec.stop_timeout, None).await;
                     self.set(|s| { s.pid = None; s.ready = false; s.last_exit = Some(info); });
                     break Ended::Exited(info);
                 }
@@ -533,7 +533,7 @@ impl Runner {
             s.ready = false;
             s.message = Some(why.to_string());
         });
-        let info = stop_group(&self.spec.name, pid, self.spec.stop_signal, self.spec.stop_timeout, Some(exit)).await;
+        let info = stop_group(&self.shared.reaper, &self.spec.name, pid, self.spec.stop_signal, self.spec.stop_timeout, Some(exit)).await;
         self.set(|s| {
             s.pid = None;
             if info.is_some() {
