@@ -12,7 +12,7 @@ chromium_() {
     --window-size=1280,800 $CHROMIUM_EXTRA about:blank &
 }
 mcp() {
-  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 "$OPT/node_modules/.bin/playwright-mcp" --host 127.0.0.1 --port 3001 \
+  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 NODE_OPTIONS=--max-semi-space-size=2 "$OPT/node_modules/.bin/playwright-mcp" --host 127.0.0.1 --port 3001 \
     --cdp-endpoint http://127.0.0.1:9222 --allowed-hosts '*' --output-dir /tmp/playwright-mcp-output &
 }
 acp() { (cd "$APP" && exec "$SUP" acp --listen 127.0.0.1:3002 --cwd "$APP" -- "$OPT/node_modules/.bin/claude-agent-acp") & }
