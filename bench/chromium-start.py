@@ -76,10 +76,9 @@ def start_xvfb(extra):
 
 
 legs = sys.argv[1:] or [""]
-res = {leg: [] for leg in legs}
-for rnd, order in alternate(legs, ROUNDS):
-    for leg in order:
-        i = legs.index(leg)
+res = {i: [] for i in range(len(legs))}
+for rnd, order in alternate(list(enumerate(legs)), ROUNDS):
+    for i, leg in order:
         xargs, flags = leg.split("|", 1) if "|" in leg else ("", leg)
         xvfb = start_xvfb(xargs.split())
         home = f"{WORK}/home-{rnd}-{i}"
@@ -97,7 +96,7 @@ for rnd, order in alternate(legs, ROUNDS):
             by_kind[kind] += cpu_ticks([pid]) / HZ
             pss_kind[kind] += pss_kib([pid]) / 1024
         xvfb_pss = pss_kib([xvfb.pid]) / 1024
-        res[leg].append((ready, at_ready, after, sum(pss_kind.values()), xvfb_pss))
+        res[i].append((ready, at_ready, after, sum(pss_kind.values()), xvfb_pss))
         print(f"round {rnd} [{leg or 'as configured'}]: CDP {ready:.0f} ms, {at_ready:.2f} CPU-s until then, {after:.2f} in the 3 s after; "
               f"{len(procs)} processes, PSS {sum(pss_kind.values()):.0f} MiB, Xvfb's {xvfb_pss:.0f} MiB; CPU-s since start and PSS MiB by process: "
               + ", ".join(f"{k} {v:.2f} s {pss_kind[k]:.0f} MiB" for k, v in by_kind.most_common()), flush=True)
@@ -106,6 +105,7 @@ for rnd, order in alternate(legs, ROUNDS):
         stop(p, 10)
         stop(xvfb, 5)
 print(f"medians of {ROUNDS} rounds:")
-for flags, xs in res.items():
+for i, xs in res.items():
+    flags = legs[i]
     med = lambda j: statistics.median(x[j] for x in xs)
     print(f"  [{flags or 'as configured'}] CDP {med(0):.0f} ms, {med(1):.2f} CPU-s until then, {med(2):.2f} in the 3 s after, PSS {med(3):.0f} MiB, Xvfb's {med(4):.0f} MiB")

@@ -20,8 +20,10 @@ fn present(pid: i32) -> bool {
 async fn the_reap_of_an_orphan_wakes_those_waiting_on_reaped() {
     let reaper = Reaper::install().expect("reaper");
     let mut cmd = Command::new("sh");
-    cmd.args(["-c", "sleep 0.3 & echo $!"]).stdout(Stdio::piped());
+    // The orphan lives until its stdin closes, which the test does only once it waits.
+    cmd.args(["-c", "cat >/dev/null & echo $!"]).stdin(Stdio::piped()).stdout(Stdio::piped());
     let (mut child, exit) = reaper.spawn(&mut cmd).expect("spawn");
+    let mut stdin = Some(child.stdin.take().expect("stdin"));
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("orphan's pid");
     let orphan: i32 = line.trim().parse().expect("a pid");
@@ -34,6 +36,7 @@ async fn the_reap_of_an_orphan_wakes_those_waiting_on_reaped() {
         if !present(orphan) {
             break;
         }
+        drop(stdin.take()); // the orphan's `cat` ends now, after the wait is registered
         tokio::time::timeout(Duration::from_secs(10), reaped)
             .await
             .unwrap_or_else(|_| panic!("orphan {orphan} not reaped, or its reap not announced, within 10 s"));

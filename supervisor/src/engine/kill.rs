@@ -65,9 +65,10 @@ pub async fn stop_group(
 }
 
 /// Waits until no process of group `pgid` is alive or `deadline` passes, looking again
-/// after each reap and at least every [`POLL`]. Once a leader is dead the rest of its group
-/// are the supervisor's children (it is their subreaper), so each member's end is a reap:
-/// a restart waits for the last one's exit, not for the next poll after it.
+/// after each reap and at least every [`POLL`]. Once a leader is dead its own children are
+/// the supervisor's (it is their subreaper), so their ends are reaps and a restart waits for
+/// the last one's exit, not for the next poll after it; a member whose own parent is still
+/// alive is reaped by that parent, and the poll covers it.
 async fn wait_group_gone(reaper: &Reaper, pgid: i32, deadline: Instant) {
     loop {
         // Registered before the look, so a reap during it is not missed.
