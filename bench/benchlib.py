@@ -124,6 +124,35 @@ def http_ok(url, headers=None):
         return r.status < 400
 
 
+def prod_chromium_script(port):
+    """opt/supervisor.toml's Chromium `sh -c` script, its CDP port changed to `port`."""
+    text = open(os.path.join(ROOT, "opt", "supervisor.toml")).read()
+    section = text[text.index("[services.chromium]"):]
+    return re.search(r'command = \["sh", "-c", """(.*?)""", "chromium"\]', section, re.S).group(1).replace("9222", str(port))
+
+
+def start_xvfb(display, extra=()):
+    """An Xvfb on `display` (e.g. ":98") with opt/supervisor.toml's arguments plus `extra`,
+    once its socket exists (a stale lock or socket of that display is removed first)."""
+    text = open(os.path.join(ROOT, "opt", "supervisor.toml")).read()
+    args = re.search(r'exec Xvfb :99 ([^"]*)"', text).group(1).split()
+    n = display.lstrip(":")
+    for f in (f"/tmp/.X{n}-lock", f"/tmp/.X11-unix/X{n}"):
+        if os.path.exists(f):
+            os.unlink(f)
+    x = spawn(["Xvfb", display, *args, *extra])
+    wait_for(lambda: os.path.exists(f"/tmp/.X11-unix/X{n}"), 10, f"Xvfb {display}")
+    return x
+
+
+def cdp_up(port):
+    """Whether Chromium answers CDP's /json/version on `port`."""
+    try:
+        return http_ok(f"http://127.0.0.1:{port}/json/version")
+    except OSError:
+        return False
+
+
 def app_copy(name="app"):
     """A private copy of app-template: sources copied, node_modules a directory of links to
     the template's entries except .vite (so Vite's dep cache goes to the copy)."""

@@ -12,25 +12,13 @@ Usage: python3 bench/chromium-start.py [LEG...]   Env: ROUNDS (3).
 e.g.   python3 bench/chromium-start.py '' '--disable-features=Translate,MediaRouter'
        python3 bench/chromium-start.py '' '+extension GLX|'     (Xvfb with GLX, as before)"""
 
-import collections, http.client, os, re, statistics, subprocess, sys, time
+import collections, os, re, statistics, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import HZ, ROOT, ROUNDS, WORK, alternate, cpu_ticks, pss_kib, spawn, stop, wait_for
+from benchlib import HZ, ROOT, ROUNDS, WORK, alternate, cdp_up, cpu_ticks, prod_chromium_script, pss_kib, spawn, start_xvfb, stop, wait_for
 
 PORT = 9232
-text = open(os.path.join(ROOT, "opt", "supervisor.toml")).read()
-section = text[text.index("[services.chromium]"):]
-script = re.search(r'command = \["sh", "-c", """(.*?)""", "chromium"\]', section, re.S).group(1).replace("9222", str(PORT))
-XVFB_ARGS = re.search(r'exec Xvfb :99 ([^"]*)"', text).group(1).split()
-
-
-def cdp_up():
-    try:
-        c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=1)
-        c.request("GET", "/json/version")
-        return c.getresponse().status == 200
-    except OSError:
-        return False
+script = prod_chromium_script(PORT)
 
 
 def group(pgid):
@@ -66,26 +54,17 @@ const {{ chromium }} = require("playwright-core");
     return out.stdout.strip() or f"(probe failed: {out.stderr.strip()[-200:]})"
 
 
-def start_xvfb(extra):
-    for f in ("/tmp/.X98-lock", "/tmp/.X11-unix/X98"):
-        if os.path.exists(f):
-            os.unlink(f)
-    x = spawn(["Xvfb", ":98", *XVFB_ARGS, *extra])
-    wait_for(lambda: os.path.exists("/tmp/.X11-unix/X98"), 10, "Xvfb :98")
-    return x
-
-
 legs = sys.argv[1:] or [""]
 res = {i: [] for i in range(len(legs))}
 for rnd, order in alternate(list(enumerate(legs)), ROUNDS):
     for i, leg in order:
         xargs, flags = leg.split("|", 1) if "|" in leg else ("", leg)
-        xvfb = start_xvfb(xargs.split())
+        xvfb = start_xvfb(":98", xargs.split())
         home = f"{WORK}/home-{rnd}-{i}"
         os.makedirs(home)
         t0 = time.time()
         p = spawn(["sh", "-c", script.replace(" about:blank", f" {flags} about:blank"), "chromium"], env={**os.environ, "DISPLAY": ":98", "HOME": home, "CHROMIUM_PROFILE_NAME": "bench"})
-        wait_for(cdp_up, 30, "CDP")
+        wait_for(lambda: cdp_up(PORT), 30, "CDP")
         ready = (time.time() - t0) * 1000
         at_ready = cpu_ticks(list(group(p.pid))) / HZ
         time.sleep(3)  # the quantity measured: what it spends in the 3 s after CDP answers

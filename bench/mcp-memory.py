@@ -6,23 +6,13 @@ their time and PSS after (prints figures; asserts nothing; not part of bench/run
 Usage: python3 bench/mcp-memory.py [NODE_OPTIONS...]   Env: ROUNDS (3).
 e.g.   python3 bench/mcp-memory.py "" "--max-semi-space-size=16" """
 
-import os, re, socket, statistics, subprocess, sys, time, http.client
+import os, socket, statistics, subprocess, sys, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import ROOT, ROUNDS, WORK, alternate, pss_kib, spawn, stop, wait_for, descendants
-text = open(os.path.join(ROOT, "opt", "supervisor.toml")).read()
-section = text[text.index("[services.chromium]"):]
-script = re.search(r'command = \["sh", "-c", """(.*?)""", "chromium"\]', section, re.S).group(1).replace("9222", "9233")
-xargs = re.search(r'exec Xvfb :99 ([^"]*)"', text).group(1).split()
-for f in ("/tmp/.X97-lock", "/tmp/.X11-unix/X97"):
-    if os.path.exists(f): os.unlink(f)
-x = spawn(["Xvfb", ":97", *xargs]); wait_for(lambda: os.path.exists("/tmp/.X11-unix/X97"), 10, "X")
+from benchlib import ROOT, ROUNDS, WORK, alternate, cdp_up, descendants, prod_chromium_script, pss_kib, spawn, start_xvfb, stop, wait_for
+x = start_xvfb(":97")
 os.makedirs(f"{WORK}/h")
-c = spawn(["sh", "-c", script, "chromium"], env={**os.environ, "DISPLAY": ":97", "HOME": f"{WORK}/h", "CHROMIUM_PROFILE_NAME": "b"})
-def cdp():
-    try:
-        k = http.client.HTTPConnection("127.0.0.1", 9233, timeout=1); k.request("GET", "/json/version"); return k.getresponse().status == 200
-    except OSError: return False
-wait_for(cdp, 30, "cdp")
+c = spawn(["sh", "-c", prod_chromium_script(9233), "chromium"], env={**os.environ, "DISPLAY": ":97", "HOME": f"{WORK}/h", "CHROMIUM_PROFILE_NAME": "b"})
+wait_for(lambda: cdp_up(9233), 30, "CDP")
 def listening():
     try: socket.create_connection(("127.0.0.1", 3013), timeout=0.2).close(); return True
     except OSError: return False
@@ -36,7 +26,7 @@ for rnd, order in alternate(legs, ROUNDS):
         time.sleep(1.5)
         idle = pss_kib(descendants(p.pid)) / 1024
         out = subprocess.run(["node", os.path.join(ROOT, "bench", "mcp-load.mjs"), "http://127.0.0.1:3013/mcp"], capture_output=True, text=True, timeout=120)
-        work = float(out.stdout.strip() or "nan")
+        work = float((out.stdout.strip().splitlines() or ["nan"])[-1])
         if out.returncode: print(out.stderr[-500:])
         time.sleep(1)
         busy = pss_kib(descendants(p.pid)) / 1024

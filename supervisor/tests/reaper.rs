@@ -20,8 +20,9 @@ fn present(pid: i32) -> bool {
 async fn the_reap_of_an_orphan_wakes_those_waiting_on_reaped() {
     let reaper = Reaper::install().expect("reaper");
     let mut cmd = Command::new("sh");
-    // The orphan lives until its stdin closes, which the test does only once it waits.
-    cmd.args(["-c", "cat >/dev/null & echo $!"]).stdin(Stdio::piped()).stdout(Stdio::piped());
+    // The orphan lives until the pipe on its stdin closes, which the test does only once it
+    // waits. (`<&3`: a background job of a non-interactive sh otherwise reads /dev/null.)
+    cmd.args(["-c", "exec 3<&0; cat <&3 >/dev/null & echo $!"]).stdin(Stdio::piped()).stdout(Stdio::piped());
     let (mut child, exit) = reaper.spawn(&mut cmd).expect("spawn");
     let mut stdin = Some(child.stdin.take().expect("stdin"));
     let mut line = String::new();
@@ -29,6 +30,7 @@ async fn the_reap_of_an_orphan_wakes_those_waiting_on_reaped() {
     let orphan: i32 = line.trim().parse().expect("a pid");
     let leader = tokio::time::timeout(Duration::from_secs(10), exit).await.expect("leader exits").expect("status");
     assert!(leader.success(), "leader: {leader}");
+    assert!(present(orphan), "orphan {orphan} ended before its stdin closed: the test would prove nothing");
 
     let mut wakes = 0;
     loop {
