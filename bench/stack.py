@@ -7,10 +7,11 @@ MCP, the ACP agent, Vite, and the port-3000 proxy) on the fixed ports; run it un
     supervisor variants (Node compile cache warmed; Chromium with extra flags); legs
     alternated; CPU-seconds of the whole process tree until ready; each service alone.
   footprint: binary size; supervisor RSS idle with the full stack; whole-stack PSS after
-    boot and after 10 HMR edits with the app open in Chromium (default and lean flags).
+    boot and after 10 HMR edits with the app open in Chromium through Playwright MCP, as the
+    agent opens it (default and lean flags).
 Env: QUICK=1, ROUNDS (3), STACK_PARTS ("boot alone footprint"), BENCH_RESULTS."""
 
-import json, os, subprocess, time, urllib.request
+import json, os, subprocess, sys, time, urllib.request
 from benchlib import *
 from stacklib import *
 
@@ -99,9 +100,15 @@ def pss_by_service(sup_pid):
     return out
 
 
-def cdp_open_app():
-    req = urllib.request.Request("http://127.0.0.1:9222/json/new?http://127.0.0.1:3000/", method="PUT")
-    return json.loads(urllib.request.urlopen(req, timeout=10).read())
+def open_app():
+    """The app opened as the agent opens it: Playwright MCP's browser_navigate in the tab MCP
+    adopts (bench/mcp-open.mjs); returns the client, connected until its stdin closes."""
+    c = subprocess.Popen(["node", os.path.join(ROOT, "bench", "mcp-open.mjs"), "http://127.0.0.1:3001/mcp", "http://127.0.0.1:3000/"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    if c.stdout.readline().strip() != "open":
+        c.kill()
+        sys.exit("bench/mcp-open.mjs did not open the app")
+    return c
 
 
 def hmr_edits(n):
@@ -123,12 +130,14 @@ for rnd, order in alternate(["default", "lean"], (ROUNDS if not QUICK else 1) if
             record("footprint", "idle", "supervisor", "rss", rss_kib(p.pid), "KiB", rnd)
         for k, v in pss_by_service(p.pid).items():
             record("footprint", "boot" if flags == "default" else "boot-lean", k if k != "stack" else "stack", "pss", v, "KiB", rnd)
-        cdp_open_app()
-        time.sleep(3)  # the page loads and its HMR socket connects
+        agent = open_app()
+        time.sleep(3)  # the page's HMR socket connects and the load's garbage is collected
         hmr_edits(10)
         time.sleep(2)
         for k, v in pss_by_service(p.pid).items():
             record("footprint", "hmr10" if flags == "default" else "hmr10-lean", k, "pss", v, "KiB", rnd)
+        agent.stdin.close()
+        agent.wait(10)
         record("footprint", "idle-after-hmr", "supervisor", "rss", rss_kib(p.pid), "KiB", rnd)
         stop(p, 30)
         wait_free()
