@@ -15,6 +15,6 @@ mcp() {
   PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 NODE_OPTIONS=--max-semi-space-size=2 "$OPT/node_modules/.bin/playwright-mcp" --host 127.0.0.1 --port 3001 \
     --cdp-endpoint http://127.0.0.1:9222 --allowed-hosts '*' --output-dir /tmp/playwright-mcp-output &
 }
-acp() { (cd "$APP" && exec "$SUP" acp --listen 127.0.0.1:3002 --cwd "$APP" -- node --max-semi-space-size=2 "$OPT/node_modules/@agentclientprotocol/claude-agent-acp/dist/index.js") & }
+acp() { (cd "$APP" && exec "$SUP" acp --listen 127.0.0.1:3002 --cwd "$APP" -- "$OPT/node_modules/.bin/claude-agent-acp") & }
 vite() { (cd "$APP" && BROWSER=none FORCE_COLOR=0 NODE_OPTIONS=--max-semi-space-size=2 exec "$APP/node_modules/.bin/vite" --host 127.0.0.1 --port 5173 --strictPort) & }
 proxy() { node "$(dirname "${BASH_SOURCE[0]}")/node-proxy.mjs" 3000 5173 & }
