@@ -14,11 +14,6 @@ from benchlib import ROOT, ROUNDS, WORK, alternate, binary, descendants, http_ok
 ADAPTER = f"{ROOT}/opt/node_modules/@agentclientprotocol/claude-agent-acp/dist/index.js"
 
 
-def health():
-    try: return http_ok("http://127.0.0.1:3012/health")
-    except OSError: return False
-
-
 def adapter(pid):
     return [d for d in descendants(pid) if ADAPTER.encode() in open(f"/proc/{d}/cmdline", "rb").read()]
 
@@ -32,7 +27,7 @@ for rnd, order in alternate(list(enumerate(legs)), ROUNDS):
         t0 = time.time()
         p = spawn([binary(), "acp", "--listen", "127.0.0.1:3012", "--cwd", WORK, "--", "node", *leg.split(), ADAPTER],
                   env={**os.environ, "HOME": home}, cwd=WORK)
-        wait_for(health, 30, "acp"); up = (time.time() - t0) * 1000
+        wait_for(lambda: http_ok("http://127.0.0.1:3012/health"), 30, "acp"); up = (time.time() - t0) * 1000
         time.sleep(1.5)  # settle: idle is the quantity measured
         idle, idle_node = pss_kib(descendants(p.pid)) / 1024, pss_kib(adapter(p.pid)) / 1024
         t1 = time.time()

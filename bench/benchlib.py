@@ -118,6 +118,12 @@ def wait_for(pred, limit, what):
     sys.exit(f"timed out after {limit} s waiting for {what}")
 
 
+def tcp_open(port):
+    """True once 127.0.0.1:`port` accepts a connection; raises OSError before (wait_for retries)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        return True
+
+
 def http_ok(url, headers=None):
     req = urllib.request.Request(url, headers=headers or {})
     with urllib.request.urlopen(req, timeout=5) as r:
@@ -151,6 +157,17 @@ def cdp_up(port):
         return http_ok(f"http://127.0.0.1:{port}/json/version")
     except OSError:
         return False
+
+
+def own_chromium(display, port):
+    """An Xvfb on `display` and opt/supervisor.toml's Chromium on CDP `port` (a HOME of its own
+    under WORK), once CDP answers: (xvfb, chromium), for the benches that run a service alone."""
+    x = start_xvfb(display)
+    home = f"{WORK}/chromium-home-{port}"
+    os.makedirs(home)
+    c = spawn(["sh", "-c", prod_chromium_script(port), "chromium"], env={**os.environ, "DISPLAY": display, "HOME": home, "CHROMIUM_PROFILE_NAME": "b"})
+    wait_for(lambda: cdp_up(port), 30, "CDP")
+    return x, c
 
 
 def app_copy(name="app"):

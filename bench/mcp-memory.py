@@ -6,23 +6,17 @@ their time and PSS after (prints figures; asserts nothing; not part of bench/run
 Usage: python3 bench/mcp-memory.py [NODE_OPTIONS...]   Env: ROUNDS (3).
 e.g.   python3 bench/mcp-memory.py "" "--max-semi-space-size=16" """
 
-import os, socket, statistics, subprocess, sys, time
+import os, statistics, subprocess, sys, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import ROOT, ROUNDS, WORK, alternate, cdp_up, descendants, prod_chromium_script, pss_kib, spawn, start_xvfb, stop, wait_for
-x = start_xvfb(":97")
-os.makedirs(f"{WORK}/h")
-c = spawn(["sh", "-c", prod_chromium_script(9233), "chromium"], env={**os.environ, "DISPLAY": ":97", "HOME": f"{WORK}/h", "CHROMIUM_PROFILE_NAME": "b"})
-wait_for(lambda: cdp_up(9233), 30, "CDP")
-def listening():
-    try: socket.create_connection(("127.0.0.1", 3013), timeout=0.2).close(); return True
-    except OSError: return False
+from benchlib import ROOT, ROUNDS, WORK, alternate, descendants, own_chromium, pss_kib, spawn, stop, tcp_open, wait_for
+x, c = own_chromium(":97", 9233)
 legs = sys.argv[1:] or [""]
 res = {l: [] for l in legs}
 for rnd, order in alternate(legs, ROUNDS):
     for leg in order:
         t0 = time.time()
         p = spawn([f"{ROOT}/opt/node_modules/.bin/playwright-mcp", "--host", "127.0.0.1", "--port", "3013", "--cdp-endpoint", "http://127.0.0.1:9233", "--allowed-hosts", "*", "--output-dir", f"{WORK}/out"], env={**os.environ, "NODE_OPTIONS": leg, "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"})
-        wait_for(listening, 30, "mcp"); up = (time.time() - t0) * 1000
+        wait_for(lambda: tcp_open(3013), 30, "mcp"); up = (time.time() - t0) * 1000
         time.sleep(1.5)
         idle = pss_kib(descendants(p.pid)) / 1024
         out = subprocess.run(["node", os.path.join(ROOT, "bench", "mcp-load.mjs"), "http://127.0.0.1:3013/mcp"], capture_output=True, text=True, timeout=120)

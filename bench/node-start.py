@@ -12,7 +12,7 @@ ACP agent has its own), so nothing is written during them.
 Ports 5174, 3011, 3012 (not the stack's). Usage: bench/node-start.py [vite mcp acp]
 Env: ROUNDS (5), SUPERVISOR_BIN (for `supervisor acp`)."""
 
-import http.client, socket, statistics, sys, time
+import http.client, statistics, sys, time
 from benchlib import *
 
 APP = app_copy()
@@ -25,15 +25,10 @@ def vite_pinged():
     return c.getresponse().status == 204
 
 
-def listening(port):
-    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-    return True
-
-
 SERVICES = {
     "vite": ([f"{APP}/node_modules/.bin/vite", "--host", "127.0.0.1", "--port", "5174", "--strictPort"], vite_pinged),
     "mcp": ([f"{OPT}/node_modules/.bin/playwright-mcp", "--host", "127.0.0.1", "--port", "3011", "--cdp-endpoint",
-             "http://127.0.0.1:9",  "--allowed-hosts", "*", "--output-dir", f"{WORK}/mcp-out"], lambda: listening(3011)),
+             "http://127.0.0.1:9",  "--allowed-hosts", "*", "--output-dir", f"{WORK}/mcp-out"], lambda: tcp_open(3011)),
     "acp": ([binary(), "acp", "--listen", "127.0.0.1:3012", "--cwd", APP, "--", f"{OPT}/node_modules/.bin/claude-agent-acp"],
             lambda: http_ok("http://127.0.0.1:3012/health")),
 }

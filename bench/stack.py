@@ -11,7 +11,7 @@ MCP, the ACP agent, Vite, and the port-3000 proxy) on the fixed ports; run it un
     agent opens it (default and lean flags).
 Env: QUICK=1, ROUNDS (3), STACK_PARTS ("boot alone footprint"), BENCH_RESULTS."""
 
-import json, os, subprocess, sys, time, urllib.request
+import json, os, subprocess, sys, time
 from benchlib import *
 from stacklib import *
 

@@ -37,11 +37,6 @@ def http_status(port, path, headers=None):
         c.close()
 
 
-def tcp_open(port):
-    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-        return True
-
-
 def x11_up():
     s = socket.socket(socket.AF_UNIX)
     try:

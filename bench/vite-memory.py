@@ -7,27 +7,19 @@ One unmeasured run first fills the copy's dependency cache (node_modules/.vite).
 Usage: python3 bench/vite-memory.py [NODE_OPTIONS...]   Env: ROUNDS (3), EDITS (20).
 e.g.   python3 bench/vite-memory.py "" "--max-semi-space-size=2" """
 
-import json, os, socket, statistics, subprocess, sys, time
+import json, os, statistics, subprocess, sys, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import ROOT, ROUNDS, WORK, alternate, app_copy, cdp_up, descendants, prod_chromium_script, pss_kib, spawn, start_xvfb, stop, wait_for
+from benchlib import ROOT, ROUNDS, alternate, app_copy, descendants, own_chromium, pss_kib, spawn, stop, tcp_open, wait_for
 EDITS = os.environ.get("EDITS", "20")
-x = start_xvfb(":96")
-os.makedirs(f"{WORK}/h")
-c = spawn(["sh", "-c", prod_chromium_script(9234), "chromium"], env={**os.environ, "DISPLAY": ":96", "HOME": f"{WORK}/h", "CHROMIUM_PROFILE_NAME": "b"})
-wait_for(lambda: cdp_up(9234), 30, "CDP")
+x, c = own_chromium(":96", 9234)
 app = app_copy()
-
-
-def listening():
-    try: socket.create_connection(("127.0.0.1", 5183), timeout=0.2).close(); return True
-    except OSError: return False
 
 
 def run(leg):
     t0 = time.time()
     p = spawn([f"{app}/node_modules/.bin/vite", "--host", "127.0.0.1", "--port", "5183", "--strictPort"], cwd=app,
               env={**os.environ, "NODE_OPTIONS": leg, "BROWSER": "none", "FORCE_COLOR": "0"})
-    wait_for(listening, 30, "vite"); up = (time.time() - t0) * 1000
+    wait_for(lambda: tcp_open(5183), 30, "vite"); up = (time.time() - t0) * 1000
     time.sleep(1.5)  # settle: idle is the quantity measured
     idle = pss_kib(descendants(p.pid)) / 1024
     out = subprocess.run(["node", os.path.join(ROOT, "bench", "vite-edits.mjs"), "http://127.0.0.1:9234", "http://127.0.0.1:5183/", app, EDITS],
